@@ -1,0 +1,58 @@
+"""The contract between the job layer and a job kind."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from core.schema import Schema
+
+if TYPE_CHECKING:  # pragma: no cover
+    from core.kinds.context import JobContext
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """One named upload slot of a kind (multipart field name = ``role``)."""
+
+    role: str
+    help: str
+    required: bool = True
+    multiple: bool = False  # several files under the same field name
+    accept: str = "image"  # "image" (decoded and checked at submit) or "file" (opaque, e.g. a .pth)
+
+
+@dataclass(frozen=True)
+class UploadInfo:
+    """What the submit path learned about one upload, handed to :attr:`JobKind.check`."""
+
+    role: str
+    filename: str
+    content_type: str
+    size: int
+    width: int | None = None
+    height: int | None = None
+
+
+@dataclass(frozen=True)
+class JobKind:
+    """A job kind.
+
+    ``run(ctx)`` does the work, reporting through ``ctx.progress`` and storing outputs with
+    ``ctx.save_output``; it raises :class:`core.errors.JobFailure` (or ``UserError``) for a failure the
+    user can act on. ``check(params, uploads)`` runs at submit time for cross-field rules and raises
+    :class:`core.errors.UserError`. ``total_steps(params)`` is the step count shown before the job starts.
+    ``references`` maps a parameter name to the resource table it names (``"dataset"`` / ``"model"``),
+    so submit can verify the id exists.
+    """
+
+    name: str
+    title: str
+    schema: Schema
+    inputs: tuple[InputSpec, ...]
+    run: Callable[["JobContext"], None]
+    total_steps: Callable[[Mapping[str, Any]], int]
+    check: Callable[[Mapping[str, Any], list[UploadInfo]], None] | None = None
+    references: Mapping[str, str] = field(default_factory=dict)
+    description: str = ""

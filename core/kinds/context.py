@@ -1,0 +1,92 @@
+"""What a running job sees: its parameters, its inputs, a progress sink and a place for outputs.
+
+The job layer (:mod:`core.jobs.runner`) builds a :class:`JobContext` for each attempt; kinds never
+touch the database or storage directly, so they are easy to test with :class:`LocalJobContext`.
+"""
+
+from __future__ import annotations
+
+import abc
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from PIL import Image
+
+from core.engines.progress import Progress
+from core.images import decode_image
+
+
+@dataclass(frozen=True)
+class InputFile:
+    """One stored input of the job."""
+
+    role: str
+    name: str  # original filename (sanitised)
+    content_type: str
+    path: Path  # local path to read the bytes from
+
+
+class JobContext(abc.ABC):
+    """Interface a kind's ``run`` uses. See :class:`LocalJobContext` for the simplest implementation."""
+
+    job_id: str
+    params: Mapping[str, Any]
+    inputs: list[InputFile]
+    progress: Progress
+    device: str  # "cpu", "cuda" or "auto" (from settings; the engine resolves "auto")
+    work_dir: Path  # private, persistent across attempts (checkpoints live here)
+    settings: Any  # core.settings.Settings, for weights paths and limits
+
+    def inputs_for(self, role: str) -> list[InputFile]:
+        return [f for f in self.inputs if f.role == role]
+
+    def load_image(self, f: InputFile) -> Image.Image:
+        return decode_image(f.path.read_bytes(), f.role)
+
+    @abc.abstractmethod
+    def save_output(self, name: str, data: bytes, content_type: str) -> None:
+        """Store an output file (atomically) and attach it to the job."""
+
+    @abc.abstractmethod
+    def set_metrics(self, metrics: Mapping[str, Any]) -> None:
+        """Set the job's final metrics (merged into the ``metrics`` object shown by the API)."""
+
+    def resource_path(self, table: str, resource_id: str) -> Path:
+        """Local directory of a registered dataset or model (see :mod:`core.resources`)."""
+        raise NotImplementedError
+
+    def register_model(self, name: str, kind: str, source_dir: Path, meta: Mapping[str, Any]) -> str:
+        """Register a trained model from files in ``source_dir``; returns the new model id."""
+        raise NotImplementedError
+
+
+class LocalJobContext(JobContext):
+    """A context backed by a plain directory: for tests, notebooks and the CLI."""
+
+    def __init__(self, params: Mapping[str, Any], inputs: list[InputFile], out_dir: Path,
+                 progress: Progress | None = None, device: str = "cpu", settings: Any = None,
+                 job_id: str = "local") -> None:
+        self.job_id = job_id
+        self.params = params
+        self.inputs = inputs
+        self.progress = progress or Progress()
+        self.device = device
+        self.settings = settings
+        self.out_dir = Path(out_dir)
+        self.work_dir = self.out_dir / "work"
+        self.work_dir.mkdir(parents=True, exist_ok=True)
+        self.outputs: dict[str, tuple[str, int]] = {}
+        self.metrics: dict[str, Any] = {}
+
+    def save_output(self, name: str, data: bytes, content_type: str) -> None:
+        target = self.out_dir / name
+        tmp = target.with_name(f".{target.name}.tmp")
+        tmp.write_bytes(data)
+        os.replace(tmp, target)
+        self.outputs[name] = (content_type, len(data))
+
+    def set_metrics(self, metrics: Mapping[str, Any]) -> None:
+        self.metrics.update(metrics)
