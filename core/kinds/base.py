@@ -44,7 +44,8 @@ class JobKind:
     user can act on. ``check(params, uploads)`` runs at submit time for cross-field rules and raises
     :class:`core.errors.UserError`. ``total_steps(params)`` is the step count shown before the job starts.
     ``references`` maps a parameter name to the resource table it names (``"dataset"`` / ``"model"``),
-    so submit can verify the id exists.
+    so submit can verify the id exists. ``notices(settings)`` returns plain statements shown on the job
+    page (e.g. that random weights give results that are not artistic).
     """
 
     name: str
@@ -56,3 +57,4 @@ class JobKind:
     check: Callable[[Mapping[str, Any], list[UploadInfo]], None] | None = None
     references: Mapping[str, str] = field(default_factory=dict)
     description: str = ""
+    notices: Callable[[Any], list[str]] | None = None  # settings -> notes shown on the job page

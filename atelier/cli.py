@@ -1,0 +1,161 @@
+"""The ``atelier`` command line.
+
+Service commands (``up``, ``serve``, ``worker``, ``db``) live here; engine commands
+(``style-transfer``, ``translate``, ``cyclegan train``, ``pix2pix train``) live in their own modules and
+are listed explicitly below. This package is the composition root: it is the only place that knows
+about core, web and worker together.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import subprocess
+import sys
+
+from core.errors import ConfigError
+from core.settings import Settings, load_settings
+
+log = logging.getLogger("atelier")
+
+
+def _setup_logging(settings: Settings) -> None:
+    logging.basicConfig(level=settings.log_level.upper(),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+# -- db -------------------------------------------------------------------------------------------
+def cmd_db(args: argparse.Namespace, settings: Settings) -> int:
+    from core import db
+
+    url = settings.resolved_database_url
+    if args.db_command == "upgrade":
+        db.upgrade(url)
+        print(f"database at revision {db.head_revision()}")
+        return 0
+    engine = db.make_engine(url)
+    try:
+        print(db.current_revision(engine) or "(not migrated)")
+    finally:
+        engine.dispose()
+    return 0
+
+
+# -- serve ----------------------------------------------------------------------------------------
+def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
+    from waitress import serve
+
+    from web import create_app
+
+    app = create_app(settings)
+    log.info("serving on http://%s:%d", settings.host, settings.port)
+    serve(app, host=settings.host, port=settings.port, threads=args.threads, ident="atelier",
+          max_request_body_size=settings.max_upload_mb * 1024 * 1024 + 1024 * 1024, _quiet=True)
+    return 0
+
+
+# -- worker ---------------------------------------------------------------------------------------
+def worker_argv(settings: Settings, concurrency: int | None = None, name: str | None = None) -> list[str]:
+    argv = ["worker", "-Q", settings.queue, "-n", name or f"atelier-{os.getpid()}@%h",
+            "-c", str(concurrency or settings.worker_concurrency), "-P", "prefork",
+            "--loglevel", settings.log_level.upper()]
+    if settings.embedded_broker:
+        argv += ["--without-mingle", "--without-gossip", "--without-heartbeat"]
+    return argv
+
+
+def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
+    from core.services import build_services
+    from worker import lifecycle
+    from worker.celery_app import create_celery
+
+    build_services(settings).close()  # refuses to start on an unmigrated database
+    app = create_celery(settings)
+    lifecycle.install(app, settings)
+    app.worker_main(worker_argv(settings, args.concurrency, args.name))
+    return 0
+
+
+# -- up -------------------------------------------------------------------------------------------
+def cmd_up(args: argparse.Namespace, settings: Settings) -> int:
+    """Embedded mode: migrate, start one worker process, serve the web app; Ctrl-C stops both."""
+    from core import db
+
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    db.upgrade(settings.resolved_database_url)
+    env = dict(os.environ, ATELIER_DATA_DIR=str(settings.data_dir.resolve()))
+    worker = subprocess.Popen([sys.executable, "-m", "atelier", "worker"], env=env, start_new_session=True)
+    log.info("worker started (pid %d); web on http://%s:%d", worker.pid, settings.host, settings.port)
+
+    def stop_worker() -> None:
+        if worker.poll() is not None:
+            return
+        os.killpg(worker.pid, signal.SIGTERM)  # warm shutdown: finish or hand back the job
+        try:
+            worker.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            os.killpg(worker.pid, signal.SIGQUIT)  # cold: the job goes back to the queue via its lease
+            worker.wait(timeout=10)
+
+    def on_term(_sig: int, _frame: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, on_term)
+    try:
+        return cmd_serve(args, settings)
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        log.info("stopping the worker")
+        stop_worker()
+
+
+# -- parser ---------------------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    from atelier import cli_gan, cli_style_transfer
+
+    parser = argparse.ArgumentParser(prog="atelier", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("up", help="embedded mode: web + one worker, SQLite and a file broker under ATELIER_DATA_DIR")
+    p.add_argument("--threads", type=int, default=8, help="web server threads")
+    p.set_defaults(func=cmd_up)
+
+    p = sub.add_parser("serve", help="the web app and API (distributed mode)")
+    p.add_argument("--threads", type=int, default=8, help="web server threads")
+    p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("worker", help="a worker: one per GPU")
+    p.add_argument("--concurrency", type=int, default=None, help="jobs at once (default ATELIER_WORKER_CONCURRENCY)")
+    p.add_argument("--name", default=None, help="Celery node name (default atelier-PID@HOST)")
+    p.set_defaults(func=cmd_worker)
+
+    p = sub.add_parser("db", help="database migrations")
+    p.add_argument("db_command", choices=["upgrade", "current"])
+    p.set_defaults(func=cmd_db)
+
+    cli_style_transfer.add_parser(sub)
+    cli_gan.add_parsers(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        settings = load_settings()
+    except ConfigError as exc:
+        print(f"atelier: configuration error: {exc}", file=sys.stderr)
+        return 2
+    _setup_logging(settings)
+    try:
+        return int(args.func(args, settings) or 0)
+    except ConfigError as exc:
+        print(f"atelier: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

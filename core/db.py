@@ -1,0 +1,91 @@
+"""Database engines and sessions, for SQLite (embedded) and PostgreSQL (distributed).
+
+SQLite runs in WAL mode with a busy timeout so the web process and a worker can write concurrently.
+:func:`require_migrated` lets web and worker refuse to start on a database Alembic has not brought to
+the newest revision, with a message that says which command to run.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from sqlalchemy import Engine, create_engine, event, inspect, text
+from sqlalchemy.orm import Session, sessionmaker
+
+from core.errors import ConfigError
+
+MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
+
+
+def make_engine(url: str) -> Engine:
+    if url.startswith("sqlite"):
+        path = url.split("///", 1)[-1]
+        if path and path != ":memory:":
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
+
+        @event.listens_for(engine, "connect")
+        def _sqlite_pragmas(dbapi_conn, _record):  # type: ignore[no-untyped-def]
+            # WAL lets readers run beside one writer; the busy timeout makes a second writer wait
+            # instead of failing. Job-state writes are single guarded UPDATEs, so no transaction ever
+            # upgrades a stale read snapshot to a write.
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA synchronous=NORMAL")
+            cur.execute("PRAGMA foreign_keys=ON")
+            cur.execute("PRAGMA busy_timeout=30000")
+            cur.close()
+
+        return engine
+    return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=5)
+
+
+def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:
+    return sessionmaker(engine, expire_on_commit=False)
+
+
+def alembic_config(url: str):  # type: ignore[no-untyped-def]
+    from alembic.config import Config
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+    cfg.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
+    return cfg
+
+
+def upgrade(url: str, revision: str = "head") -> None:
+    from alembic import command
+
+    if url.startswith("sqlite"):
+        make_engine(url).dispose()  # creates the parent directory
+    command.upgrade(alembic_config(url), revision)
+
+
+def head_revision() -> str:
+    from alembic.script import ScriptDirectory
+
+    head = ScriptDirectory.from_config(alembic_config("sqlite://")).get_current_head()
+    assert head is not None
+    return head
+
+
+def current_revision(engine: Engine) -> str | None:
+    with engine.connect() as conn:
+        if not inspect(conn).has_table("alembic_version"):
+            return None
+        return conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
+
+
+def require_migrated(engine: Engine) -> None:
+    """Raise :class:`ConfigError` unless the database is at the newest migration."""
+    try:
+        current = current_revision(engine)
+    except Exception as exc:  # connection refused, bad credentials, ...
+        raise ConfigError(f"cannot connect to the database {engine.url.render_as_string(hide_password=True)}: {exc}") from exc
+    head = head_revision()
+    if current != head:
+        state = "has no tables" if current is None else f"is at revision {current}"
+        raise ConfigError(
+            f"the database {engine.url.render_as_string(hide_password=True)} {state}, but this version needs "
+            f"revision {head}. Run `atelier db upgrade` (with the same ATELIER_DATABASE_URL) first."
+        )

@@ -1,0 +1,315 @@
+"""Every read and write of job rows.
+
+Each state transition is one guarded ``UPDATE ... WHERE status = ...`` whose row count says whether
+this actor won, so two workers (or a worker and a user cancelling) can never both win. Functions take a
+``sessionmaker`` and open short transactions of their own: no caller holds a transaction across an
+engine step.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+from sqlalchemy import and_, delete, func, or_, select, update
+from sqlalchemy.orm import Session, selectinload, sessionmaker
+
+from core.models import Job, JobEvent, JobFile, JobMetricPoint, Worker, utcnow
+
+SessionFactory = sessionmaker[Session]
+
+
+def as_utc(value: dt.datetime | None) -> dt.datetime | None:
+    """SQLite returns naive datetimes; every stored time is UTC."""
+    if value is None:
+        return None
+    return value if value.tzinfo else value.replace(tzinfo=dt.timezone.utc)
+
+
+# -- creating and reading ---------------------------------------------------------------------------
+def create_job(sf: SessionFactory, job: Job, files: Sequence[JobFile]) -> Job:
+    """Insert a job and its input files in one transaction."""
+    with sf.begin() as s:
+        s.add(job)
+        s.flush()
+        for f in files:
+            f.job_id = job.id
+            s.add(f)
+    return job
+
+
+def get_job(sf: SessionFactory, job_id: str) -> Job | None:
+    with sf() as s:
+        return s.scalar(select(Job).options(selectinload(Job.files)).where(Job.id == job_id))
+
+
+def encode_cursor(job: Job) -> str:
+    created = as_utc(job.created_at)
+    assert created is not None
+    raw = f"{created.isoformat()}|{job.id}".encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[dt.datetime, str]:
+    """Raise ``ValueError`` on a cursor we did not make."""
+    padded = cursor + "=" * (-len(cursor) % 4)
+    created, job_id = base64.urlsafe_b64decode(padded.encode()).decode().split("|", 1)
+    return dt.datetime.fromisoformat(created), job_id
+
+
+def list_jobs(sf: SessionFactory, *, status: str | None = None, kind: str | None = None,
+              limit: int = 20, cursor: str | None = None) -> tuple[list[Job], str | None]:
+    """Newest first, keyset-paginated on ``(created_at, id)``; returns the page and the next cursor."""
+    q = select(Job).options(selectinload(Job.files)).order_by(Job.created_at.desc(), Job.id.desc())
+    if status:
+        q = q.where(Job.status == status)
+    if kind:
+        q = q.where(Job.kind == kind)
+    if cursor:
+        created, job_id = decode_cursor(cursor)
+        created_naive = created.astimezone(dt.timezone.utc)
+        q = q.where(or_(Job.created_at < created_naive, and_(Job.created_at == created_naive, Job.id < job_id)))
+    with sf() as s:
+        rows = list(s.scalars(q.limit(limit + 1)))
+    more = len(rows) > limit
+    rows = rows[:limit]
+    return rows, (encode_cursor(rows[-1]) if more and rows else None)
+
+
+def count_by_status(sf: SessionFactory) -> dict[str, int]:
+    with sf() as s:
+        return {st: n for st, n in s.execute(select(Job.status, func.count()).group_by(Job.status))}
+
+
+# -- claiming and leases ----------------------------------------------------------------------------
+def claim(sf: SessionFactory, job_id: str, worker_id: str, lease_seconds: float) -> bool:
+    """Take the job for ``worker_id`` if it is queued, or running under an expired lease (its worker is
+    gone). One atomic UPDATE: exactly one claimant wins."""
+    now = utcnow()
+    with sf.begin() as s:
+        res = s.execute(
+            update(Job)
+            .where(
+                Job.id == job_id,
+                Job.cancel_requested.is_(False),
+                Job.attempt < Job.max_attempts,
+                or_(Job.status == "queued", and_(Job.status == "running", Job.lease_expires_at < now)),
+            )
+            .values(status="running", worker_id=worker_id, lease_expires_at=now + dt.timedelta(seconds=lease_seconds),
+                    attempt=Job.attempt + 1, started_at=func.coalesce(Job.started_at, now), updated_at=now,
+                    error=None)
+            .execution_options(synchronize_session=False)
+        )
+        return res.rowcount == 1
+
+
+def renew_lease(sf: SessionFactory, job_id: str, worker_id: str, lease_seconds: float) -> tuple[bool, bool]:
+    """Extend the lease. Returns ``(still_ours, cancel_requested)``."""
+    now = utcnow()
+    with sf.begin() as s:
+        res = s.execute(
+            update(Job)
+            .where(Job.id == job_id, Job.status == "running", Job.worker_id == worker_id)
+            .values(lease_expires_at=now + dt.timedelta(seconds=lease_seconds))
+            .execution_options(synchronize_session=False)
+        )
+        if res.rowcount != 1:
+            return False, False
+        return True, bool(s.scalar(select(Job.cancel_requested).where(Job.id == job_id)))
+
+
+def is_cancel_requested(sf: SessionFactory, job_id: str) -> bool:
+    with sf() as s:
+        return bool(s.scalar(select(Job.cancel_requested).where(Job.id == job_id)))
+
+
+def update_progress(sf: SessionFactory, job_id: str, worker_id: str, *, step: int, total: int,
+                    metrics: Mapping[str, Any] | None = None,
+                    points: Iterable[tuple[str, int, float]] = ()) -> bool:
+    """Write progress (and buffered metric points) if the job is still ours."""
+    now = utcnow()
+    values: dict[str, Any] = {"step": step, "total_steps": total, "updated_at": now,
+                              "progress": min(1.0, step / total) if total else 0.0}
+    if metrics is not None:
+        values["metrics"] = dict(metrics)
+    with sf.begin() as s:
+        res = s.execute(update(Job).where(Job.id == job_id, Job.status == "running", Job.worker_id == worker_id)
+                        .values(**values).execution_options(synchronize_session=False))
+        if res.rowcount != 1:
+            return False
+        rows = [{"job_id": job_id, "name": n, "step": st, "value": v} for n, st, v in points]
+        if rows:
+            s.execute(JobMetricPoint.__table__.insert(), rows)
+        return True
+
+
+def set_preview(sf: SessionFactory, job_id: str, key: str, step: int) -> None:
+    with sf.begin() as s:
+        s.execute(update(Job).where(Job.id == job_id).values(preview_path=key, preview_step=step)
+                  .execution_options(synchronize_session=False))
+
+
+def finish(sf: SessionFactory, job_id: str, worker_id: str, status: str, *, error: str | None = None,
+           metrics: Mapping[str, Any] | None = None) -> bool:
+    """``running -> succeeded|failed|canceled``, only by the worker that holds the job."""
+    assert status in ("succeeded", "failed", "canceled")
+    now = utcnow()
+    values: dict[str, Any] = {"status": status, "error": error, "finished_at": now, "updated_at": now,
+                              "lease_expires_at": None}
+    if status == "succeeded":
+        values["progress"] = 1.0
+    if metrics is not None:
+        values["metrics"] = dict(metrics)
+    with sf.begin() as s:
+        res = s.execute(update(Job).where(Job.id == job_id, Job.status == "running", Job.worker_id == worker_id)
+                        .values(**values).execution_options(synchronize_session=False))
+        return res.rowcount == 1
+
+
+def fail_unclaimable(sf: SessionFactory, job_id: str, reason: str) -> bool:
+    """Fail a queued job that can never run (e.g. unknown kind after a downgrade)."""
+    now = utcnow()
+    with sf.begin() as s:
+        res = s.execute(update(Job).where(Job.id == job_id, Job.status == "queued")
+                        .values(status="failed", error=reason, finished_at=now, updated_at=now)
+                        .execution_options(synchronize_session=False))
+        return res.rowcount == 1
+
+
+def request_cancel(sf: SessionFactory, job_id: str) -> str | None:
+    """Cancel a job: a queued one at once; a running one is flagged and its worker stops within a step.
+    Returns the resulting status, or ``None`` if there is no such job."""
+    now = utcnow()
+    with sf.begin() as s:
+        res = s.execute(update(Job).where(Job.id == job_id, Job.status == "queued")
+                        .values(status="canceled", cancel_requested=True, finished_at=now, updated_at=now)
+                        .execution_options(synchronize_session=False))
+        if res.rowcount == 1:
+            return "canceled"
+        s.execute(update(Job).where(Job.id == job_id, Job.status == "running")
+                  .values(cancel_requested=True, updated_at=now).execution_options(synchronize_session=False))
+        return s.scalar(select(Job.status).where(Job.id == job_id))
+
+
+def cancel_abandoned(sf: SessionFactory, job_id: str) -> bool:
+    """A running job whose cancel was requested but whose worker is gone (lease expired): cancel it."""
+    now = utcnow()
+    with sf.begin() as s:
+        res = s.execute(update(Job).where(Job.id == job_id, Job.status == "running", Job.cancel_requested.is_(True),
+                                          Job.lease_expires_at < now)
+                        .values(status="canceled", finished_at=now, updated_at=now, lease_expires_at=None)
+                        .execution_options(synchronize_session=False))
+        return res.rowcount == 1
+
+
+def recover_expired(sf: SessionFactory) -> tuple[list[str], list[str]]:
+    """Find running jobs whose lease expired (their worker died). Jobs with attempts left go back to
+    ``queued`` (the caller re-sends their message); the rest fail with a reason. Returns
+    ``(requeued_ids, failed_ids)``."""
+    now = utcnow()
+    requeued: list[str] = []
+    failed: list[str] = []
+    with sf() as s:
+        expired = list(s.execute(select(Job.id, Job.attempt, Job.max_attempts, Job.cancel_requested)
+                                 .where(Job.status == "running", Job.lease_expires_at < now)))
+    for job_id, attempt, max_attempts, cancel_requested in expired:
+        if cancel_requested:
+            cancel_abandoned(sf, job_id)
+            continue
+        with sf.begin() as s:
+            if attempt >= max_attempts:
+                res = s.execute(update(Job).where(Job.id == job_id, Job.status == "running", Job.lease_expires_at < now)
+                                .values(status="failed", finished_at=now, updated_at=now, lease_expires_at=None,
+                                        error=f"The worker running this job stopped responding {attempt} times; "
+                                              "giving up. Try a smaller size or fewer steps, or check the workers.")
+                                .execution_options(synchronize_session=False))
+                (failed if res.rowcount == 1 else []).append(job_id)
+            else:
+                res = s.execute(update(Job).where(Job.id == job_id, Job.status == "running", Job.lease_expires_at < now)
+                                .values(status="queued", worker_id=None, lease_expires_at=None, updated_at=now)
+                                .execution_options(synchronize_session=False))
+                (requeued if res.rowcount == 1 else []).append(job_id)
+    return requeued, failed
+
+
+def stale_queued(sf: SessionFactory, older_than_seconds: float) -> list[str]:
+    """Queued jobs not touched for a while: their broker message may be lost, so they are re-sent
+    (a duplicate message is harmless: only one claim wins)."""
+    cutoff = utcnow() - dt.timedelta(seconds=older_than_seconds)
+    with sf.begin() as s:
+        ids = list(s.scalars(select(Job.id).where(Job.status == "queued", Job.updated_at < cutoff)))
+        if ids:
+            s.execute(update(Job).where(Job.id.in_(ids), Job.status == "queued").values(updated_at=utcnow())
+                      .execution_options(synchronize_session=False))
+        return ids
+
+
+# -- files, metrics and events ----------------------------------------------------------------------
+def put_output(sf: SessionFactory, job_id: str, *, role: str, name: str, key: str, content_type: str,
+               size: int, sha256: str) -> None:
+    """Attach an output file, replacing an earlier attempt's file of the same name."""
+    with sf.begin() as s:
+        s.execute(delete(JobFile).where(JobFile.job_id == job_id, JobFile.direction == "output", JobFile.name == name))
+        s.add(JobFile(job_id=job_id, direction="output", role=role, name=name, path=key,
+                      content_type=content_type, size=size, sha256=sha256))
+
+
+def metric_series(sf: SessionFactory, job_id: str, max_points: int = 2000) -> dict[str, list[list[float]]]:
+    """``{name: [[step, value], ...]}``, evenly thinned to at most ``max_points`` per series."""
+    with sf() as s:
+        rows = s.execute(select(JobMetricPoint.name, JobMetricPoint.step, JobMetricPoint.value)
+                         .where(JobMetricPoint.job_id == job_id).order_by(JobMetricPoint.name, JobMetricPoint.step,
+                                                                           JobMetricPoint.id))
+        series: dict[str, list[list[float]]] = {}
+        for name, step, value in rows:
+            series.setdefault(name, []).append([step, value])
+    for name, pts in series.items():
+        if len(pts) > max_points:
+            stride = len(pts) / max_points
+            series[name] = [pts[int(i * stride)] for i in range(max_points - 1)] + [pts[-1]]
+    return series
+
+
+def add_event(sf: SessionFactory, job_id: str, message: str, level: str = "info") -> None:
+    with sf.begin() as s:
+        s.add(JobEvent(job_id=job_id, message=message[:4000], level=level))
+
+
+def events(sf: SessionFactory, job_id: str, limit: int = 200) -> list[JobEvent]:
+    with sf() as s:
+        rows = list(s.scalars(select(JobEvent).where(JobEvent.job_id == job_id).order_by(JobEvent.id.desc()).limit(limit)))
+    return rows[::-1]
+
+
+# -- workers ----------------------------------------------------------------------------------------
+def register_worker(sf: SessionFactory, worker: Worker) -> None:
+    with sf.begin() as s:
+        s.merge(worker)
+
+
+def touch_worker(sf: SessionFactory, worker_id: str, **values: Any) -> None:
+    with sf.begin() as s:
+        s.execute(update(Worker).where(Worker.id == worker_id).values(last_seen_at=utcnow(), **values)
+                  .execution_options(synchronize_session=False))
+
+
+def list_workers(sf: SessionFactory) -> list[Worker]:
+    with sf() as s:
+        return list(s.scalars(select(Worker).order_by(Worker.last_seen_at.desc())))
+
+
+def release_worker_jobs(sf: SessionFactory, worker_id: str) -> list[str]:
+    """A worker shutting down hands its running jobs back to the queue at once (instead of making them
+    wait for the lease to expire). The interrupted attempt is not counted against the job."""
+    now = utcnow()
+    with sf.begin() as s:
+        ids = list(s.scalars(select(Job.id).where(Job.status == "running", Job.worker_id == worker_id)))
+        if ids:
+            s.execute(update(Job).where(Job.id.in_(ids), Job.status == "running", Job.worker_id == worker_id)
+                      .values(status="queued", worker_id=None, lease_expires_at=None, updated_at=now,
+                              attempt=func.max(Job.attempt - 1, 0) if s.bind.dialect.name == "sqlite"
+                              else func.greatest(Job.attempt - 1, 0))
+                      .execution_options(synchronize_session=False))
+        return ids

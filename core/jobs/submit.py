@@ -1,0 +1,115 @@
+"""Turn a request (kind, raw params, uploads) into a stored, queued job — or a :class:`UserError`
+that leaves nothing behind.
+
+Shared by the JSON API and the web form, so both check exactly the same things: the kind, every
+parameter against the kind's schema, each upload slot, each image (header size before decoding, then a
+full decode so truncated files are caught), references to datasets/models, and the kind's own
+cross-field rules.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import mimetypes
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from core import resources
+from core.errors import UserError
+from core.images import decode_image
+from core.jobs import repository as repo
+from core.jobs.runner import safe_filename
+from core.kinds.base import JobKind, UploadInfo
+from core.kinds.registry import get_kind, job_kinds
+from core.models import Job, JobFile, new_id
+from core.services import Services
+
+
+@dataclass(frozen=True)
+class Upload:
+    role: str  # the multipart field name
+    filename: str
+    data: bytes
+    content_type: str = ""
+
+
+def resolve_kind(name: Any) -> JobKind:
+    if not name:
+        raise UserError(f"kind is required; one of {', '.join(job_kinds())}", "kind", 422)
+    kind = get_kind(str(name))
+    if kind is None:
+        raise UserError(f"unknown kind {name!r}; one of {', '.join(job_kinds())}", "kind", 422)
+    return kind
+
+
+def validate_uploads(services: Services, kind: JobKind, uploads: Sequence[Upload]) -> list[UploadInfo]:
+    specs = {spec.role: spec for spec in kind.inputs}
+    infos: list[UploadInfo] = []
+    seen: dict[str, int] = {}
+    for up in uploads:
+        spec = specs.get(up.role)
+        if spec is None:
+            raise UserError(f"unexpected file field {up.role!r}; {kind.name} takes {', '.join(specs) or 'no files'}",
+                            up.role, 422)
+        seen[up.role] = seen.get(up.role, 0) + 1
+        if seen[up.role] > 1 and not spec.multiple:
+            raise UserError(f"{up.role}: only one file is allowed", up.role, 422)
+        if not up.data:
+            raise UserError(f"{up.role}: the file is empty", up.role, 422)
+        if spec.accept == "image":
+            img = decode_image(up.data, up.role, services.settings.max_image_pixels)
+            infos.append(UploadInfo(up.role, up.filename, up.content_type, len(up.data), img.width, img.height))
+        else:
+            infos.append(UploadInfo(up.role, up.filename, up.content_type or "application/octet-stream", len(up.data)))
+    for spec in kind.inputs:
+        if spec.required and not seen.get(spec.role):
+            raise UserError(f"{spec.role}: a file is required ({spec.help})", spec.role, 422)
+    return infos
+
+
+def submit_job(services: Services, kind_name: Any, raw_params: Mapping[str, Any] | None,
+               uploads: Sequence[Upload], *, form: bool = False) -> Job:
+    """Validate everything, store the inputs and insert the job as ``queued``. The caller enqueues it."""
+    kind = resolve_kind(kind_name)
+    if raw_params is not None and not isinstance(raw_params, Mapping):
+        raise UserError("params must be a JSON object", "params", 422)
+    params = kind.schema.validate_form(raw_params or {}) if form else kind.schema.validate(raw_params)
+    for name, table in kind.references.items():
+        value = params.get(name)
+        if value and resources.get(services, table + "s", str(value)) is None:
+            raise UserError(f"{name}: there is no {table} with id {value!r}", name, 422)
+    infos = validate_uploads(services, kind, uploads)
+    if kind.check is not None:
+        kind.check(params, infos)
+
+    job_id = new_id()
+    files: list[JobFile] = []
+    used: set[str] = set()
+    try:
+        for i, up in enumerate(uploads):
+            name = _unique(f"{up.role}-{i}-{safe_filename(up.filename, up.role)}", used)
+            key = f"jobs/{job_id}/inputs/{name}"
+            obj = services.storage.put_bytes(key, up.data)
+            ctype = up.content_type or mimetypes.guess_type(up.filename)[0] or "application/octet-stream"
+            files.append(JobFile(direction="input", role=up.role, name=name, path=key, content_type=ctype,
+                                 size=obj.size, sha256=hashlib.sha256(up.data).hexdigest()))
+        job = Job(id=job_id, kind=kind.name, status="queued", params=params, total_steps=kind.total_steps(params),
+                  max_attempts=services.settings.max_attempts,
+                  notices=kind.notices(services.settings) if kind.notices else [])
+        repo.create_job(services.sessions, job, files)
+    except BaseException:
+        services.storage.delete_prefix(f"jobs/{job_id}")
+        raise
+    created = repo.get_job(services.sessions, job_id)
+    assert created is not None
+    return created
+
+
+def _unique(name: str, used: set[str]) -> str:
+    candidate, n = name, 1
+    while candidate in used:
+        n += 1
+        candidate = f"{n}-{name}"
+    used.add(candidate)
+    return candidate

@@ -1,0 +1,161 @@
+"""Job-table transitions on SQLite and PostgreSQL: guarded updates, leases, recovery, pagination."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+from core.jobs import repository as repo
+from core.models import Job, Worker, utcnow
+from core.services import Services
+
+
+def add_job(services: Services, **kw: object) -> Job:
+    job = Job(kind="style_transfer", params={"size": 32}, total_steps=10, max_attempts=kw.pop("max_attempts", 3), **kw)
+    return repo.create_job(services.sessions, job, [])
+
+
+def test_claim_is_won_once(any_services: Services) -> None:
+    job = add_job(any_services)
+    assert repo.claim(any_services.sessions, job.id, "w1", 30)
+    assert not repo.claim(any_services.sessions, job.id, "w2", 30)
+    row = repo.get_job(any_services.sessions, job.id)
+    assert row is not None and row.status == "running" and row.worker_id == "w1" and row.attempt == 1
+    assert row.started_at is not None
+
+
+def test_concurrent_claims_have_one_winner(any_services: Services) -> None:
+    job = add_job(any_services)
+    wins: list[str] = []
+    barrier = threading.Barrier(6)
+
+    def contend(name: str) -> None:
+        barrier.wait()
+        if repo.claim(any_services.sessions, job.id, name, 30):
+            wins.append(name)
+
+    threads = [threading.Thread(target=contend, args=(f"w{i}",)) for i in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(wins) == 1
+
+
+def test_expired_lease_can_be_claimed_again_and_old_owner_loses(any_services: Services) -> None:
+    sf = any_services.sessions
+    job = add_job(any_services)
+    assert repo.claim(sf, job.id, "dead", 0.05)
+    time.sleep(0.15)
+    assert repo.claim(sf, job.id, "alive", 30)
+    # the old worker's writes are refused: it no longer holds the job
+    assert not repo.update_progress(sf, job.id, "dead", step=5, total=10)
+    assert not repo.finish(sf, job.id, "dead", "succeeded")
+    assert repo.renew_lease(sf, job.id, "dead", 30) == (False, False)
+    assert repo.update_progress(sf, job.id, "alive", step=5, total=10, points=[("loss", 5, 1.5)])
+    assert repo.finish(sf, job.id, "alive", "succeeded", metrics={"loss": 1.5})
+    row = repo.get_job(sf, job.id)
+    assert row is not None and row.status == "succeeded" and row.attempt == 2 and row.progress == 1.0
+    assert repo.metric_series(sf, job.id) == {"loss": [[5, 1.5]]}
+
+
+def test_terminal_states_are_final(any_services: Services) -> None:
+    sf = any_services.sessions
+    job = add_job(any_services)
+    assert repo.claim(sf, job.id, "w", 30)
+    assert repo.finish(sf, job.id, "w", "failed", error="boom")
+    assert not repo.finish(sf, job.id, "w", "succeeded")
+    assert not repo.claim(sf, job.id, "w2", 30)
+    assert repo.request_cancel(sf, job.id) == "failed"
+    row = repo.get_job(sf, job.id)
+    assert row is not None and row.status == "failed" and row.error == "boom"
+
+
+def test_cancel_queued_and_running(any_services: Services) -> None:
+    sf = any_services.sessions
+    queued = add_job(any_services)
+    assert repo.request_cancel(sf, queued.id) == "canceled"
+    assert not repo.claim(sf, queued.id, "w", 30)
+
+    running = add_job(any_services)
+    assert repo.claim(sf, running.id, "w", 30)
+    assert repo.request_cancel(sf, running.id) == "running"
+    assert repo.renew_lease(sf, running.id, "w", 30) == (True, True)
+    assert repo.is_cancel_requested(sf, running.id)
+    assert repo.finish(sf, running.id, "w", "canceled")
+    assert repo.request_cancel(sf, "no-such-id") is None
+
+
+def test_recover_expired_requeues_then_fails_after_max_attempts(any_services: Services) -> None:
+    sf = any_services.sessions
+    job = add_job(any_services, max_attempts=2)
+    assert repo.claim(sf, job.id, "w1", 0.01)
+    time.sleep(0.05)
+    requeued, failed = repo.recover_expired(sf)
+    assert requeued == [job.id] and failed == []
+    row = repo.get_job(sf, job.id)
+    assert row is not None and row.status == "queued" and row.worker_id is None
+    assert repo.claim(sf, job.id, "w2", 0.01)
+    time.sleep(0.05)
+    requeued, failed = repo.recover_expired(sf)
+    assert requeued == [] and failed == [job.id]
+    row = repo.get_job(sf, job.id)
+    assert row is not None and row.status == "failed" and "stopped responding 2 times" in (row.error or "")
+
+
+def test_cancel_of_abandoned_job_is_completed_by_recovery(any_services: Services) -> None:
+    sf = any_services.sessions
+    job = add_job(any_services)
+    assert repo.claim(sf, job.id, "w1", 0.01)
+    repo.request_cancel(sf, job.id)
+    time.sleep(0.05)
+    repo.recover_expired(sf)
+    row = repo.get_job(sf, job.id)
+    assert row is not None and row.status == "canceled"
+
+
+def test_release_worker_jobs_hands_back_without_counting_the_attempt(any_services: Services) -> None:
+    sf = any_services.sessions
+    job = add_job(any_services)
+    other = add_job(any_services)
+    assert repo.claim(sf, job.id, "leaving", 30)
+    assert repo.claim(sf, other.id, "staying", 30)
+    assert repo.release_worker_jobs(sf, "leaving") == [job.id]
+    row = repo.get_job(sf, job.id)
+    assert row is not None and row.status == "queued" and row.attempt == 0
+    other_row = repo.get_job(sf, other.id)
+    assert other_row is not None and other_row.status == "running"
+
+
+def test_stale_queued_resends_each_job_once_per_period(any_services: Services) -> None:
+    sf = any_services.sessions
+    job = add_job(any_services)
+    time.sleep(0.05)
+    assert repo.stale_queued(sf, 0.01) == [job.id]
+    assert repo.stale_queued(sf, 10) == []
+
+
+def test_list_jobs_newest_first_with_cursor_and_filters(any_services: Services) -> None:
+    sf = any_services.sessions
+    ids = [add_job(any_services).id for _ in range(7)]
+    other = repo.create_job(sf, Job(kind="translate", params={}, total_steps=1), [])
+    seen: list[str] = []
+    cursor = None
+    while True:
+        page, cursor = repo.list_jobs(sf, kind="style_transfer", limit=3, cursor=cursor)
+        seen += [j.id for j in page]
+        if cursor is None:
+            break
+    assert seen == ids[::-1]
+    everything, _ = repo.list_jobs(sf, limit=50)
+    assert everything[0].id == other.id and len(everything) == 8
+    assert repo.list_jobs(sf, status="running")[0] == []
+
+
+def test_worker_registry(any_services: Services) -> None:
+    sf = any_services.sessions
+    repo.register_worker(sf, Worker(id="w@h", hostname="h", pid=1, queues="gpu", device="cpu", info={"x": 1},
+                                    started_at=utcnow(), last_seen_at=utcnow()))
+    repo.touch_worker(sf, "w@h", state="busy", current_job_id="abc")
+    [w] = repo.list_workers(sf)
+    assert (w.state, w.current_job_id, w.info) == ("busy", "abc", {"x": 1})

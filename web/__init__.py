@@ -1,0 +1,32 @@
+"""The Flask app: pages for people (:mod:`.pages`), the JSON API under ``/api/v1`` (:mod:`.api`) and
+``/healthz`` (:mod:`.health`). Built by :func:`create_app` (flaskr's factory pattern); web never runs an
+engine, it only stores jobs and enqueues them through :mod:`worker.enqueue`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Flask
+
+from core.services import Services, build_services
+from core.settings import Settings, load_settings
+
+
+def create_app(settings: Settings | None = None, *, services: Services | None = None, celery: Any = None,
+               check_migrated: bool = True) -> Flask:
+    from web import api, health, pages
+    from web.deps import WebState
+    from worker.celery_app import create_celery
+
+    settings = settings or (services.settings if services else load_settings())
+    services = services or build_services(settings, check_migrated=check_migrated)
+    app = Flask(__name__)
+    app.config["MAX_CONTENT_LENGTH"] = settings.max_upload_mb * 1024 * 1024
+    app.config["MAX_FORM_MEMORY_SIZE"] = settings.max_upload_mb * 1024 * 1024
+    app.json.sort_keys = False  # type: ignore[attr-defined]
+    app.extensions["atelier"] = WebState(services=services, celery=celery or create_celery(settings))
+    app.register_blueprint(api.bp)
+    app.register_blueprint(health.bp)
+    app.register_blueprint(pages.bp)
+    api.register_error_handlers(app)
+    return app

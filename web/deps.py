@@ -1,0 +1,37 @@
+"""Access to the process-wide handles the app factory stored on the Flask app."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from celery import Celery
+from flask import current_app
+
+from core.services import Services
+from worker.enqueue import enqueue_job
+
+EXAMPLES_DIR = Path(__file__).resolve().parent / "static" / "examples"
+
+
+@dataclass
+class WebState:
+    services: Services
+    celery: Celery
+
+
+def state() -> WebState:
+    return current_app.extensions["atelier"]
+
+
+def services() -> Services:
+    return state().services
+
+
+def enqueue(job_id: str) -> bool:
+    return enqueue_job(state().celery, job_id)
+
+
+def example_styles() -> list[str]:
+    """File names of the bundled example paintings, offered on the form."""
+    return sorted(p.name for p in (EXAMPLES_DIR / "styles").glob("*.jpg"))

@@ -1,0 +1,79 @@
+"""JSON views of rows. The job shape is the public API contract: later issues extend it, never break it."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from flask import url_for
+
+from core.jobs.repository import as_utc
+from core.models import Dataset, Job, Model, Worker
+
+
+def iso(value: dt.datetime | None) -> str | None:
+    v = as_utc(value)
+    return v.isoformat().replace("+00:00", "Z") if v else None
+
+
+def job_json(job: Job) -> dict[str, Any]:
+    outputs = [
+        {"name": f.name, "url": url_for("api.job_output", job_id=job.id, name=f.name), "content_type": f.content_type,
+         "size": f.size, "sha256": f.sha256}
+        for f in job.files if f.direction == "output"
+    ]
+    inputs = [
+        {"role": f.role, "name": f.name, "url": url_for("api.job_input", job_id=job.id, name=f.name),
+         "content_type": f.content_type, "size": f.size}
+        for f in job.files if f.direction == "input"
+    ]
+    preview = (url_for("api.job_preview", job_id=job.id, step=job.preview_step) if job.preview_path else None)
+    return {
+        "id": job.id,
+        "kind": job.kind,
+        "status": job.status,
+        "progress": round(job.progress, 6),
+        "step": job.step,
+        "total_steps": job.total_steps,
+        "error": job.error,
+        "created_at": iso(job.created_at),
+        "started_at": iso(job.started_at),
+        "finished_at": iso(job.finished_at),
+        "updated_at": iso(job.updated_at),
+        "params": job.params,
+        "metrics": job.metrics,
+        "outputs": outputs,
+        "inputs": inputs,
+        "preview_url": preview,
+        "preview_step": job.preview_step,
+        "attempt": job.attempt,
+        "worker": job.worker_id,
+        "cancel_requested": job.cancel_requested,
+        "notices": job.notices,
+        "urls": {
+            "self": url_for("api.get_job", job_id=job.id),
+            "page": url_for("pages.job_page", job_id=job.id),
+            "cancel": url_for("api.cancel_job", job_id=job.id),
+            "metrics": url_for("api.job_metrics", job_id=job.id),
+            "events": url_for("api.job_events", job_id=job.id),
+        },
+    }
+
+
+def worker_json(w: Worker, stale_after: float) -> dict[str, Any]:
+    last = as_utc(w.last_seen_at)
+    age = (dt.datetime.now(dt.timezone.utc) - last).total_seconds() if last else None
+    state = w.state if w.state == "stopped" or (age is not None and age <= stale_after) else "lost"
+    return {"id": w.id, "hostname": w.hostname, "pid": w.pid, "queues": w.queues, "device": w.device,
+            "state": state, "current_job": w.current_job_id, "jobs_done": w.jobs_done, "info": w.info,
+            "started_at": iso(w.started_at), "last_seen_at": iso(w.last_seen_at),
+            "seconds_since_seen": round(age, 1) if age is not None else None}
+
+
+def dataset_json(d: Dataset) -> dict[str, Any]:
+    return {"id": d.id, "name": d.name, "layout": d.layout, "meta": d.meta, "created_at": iso(d.created_at)}
+
+
+def model_json(m: Model) -> dict[str, Any]:
+    return {"id": m.id, "name": m.name, "family": m.family, "meta": m.meta, "source_job_id": m.source_job_id,
+            "created_at": iso(m.created_at), "urls": {"self": url_for("api.get_model", model_id=m.id)}}
