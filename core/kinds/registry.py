@@ -8,12 +8,15 @@ from functools import cache
 from core.kinds.base import JobKind
 
 
-@cache
-def job_kinds() -> dict[str, JobKind]:
+def builtin_kinds() -> tuple[JobKind, ...]:
     from core.kinds import gan, style_transfer
 
-    kinds = (style_transfer.KIND, *gan.KINDS)
-    return {k.name: k for k in kinds}
+    return (style_transfer.KIND, *gan.KINDS)
+
+
+@cache
+def job_kinds() -> dict[str, JobKind]:
+    return {k.name: k for k in builtin_kinds()}
 
 
 def get_kind(name: str) -> JobKind | None:

@@ -1,0 +1,193 @@
+"""The JSON API contract (Flask test client, SQLite): submit, read, list, files, cancel, discovery,
+health — and bad input answering 4xx with ``{"error", "field"}`` while storing nothing."""
+
+from __future__ import annotations
+
+import io
+import json
+import struct
+import zlib
+from pathlib import Path
+
+import pytest
+
+from core.jobs import repository as repo
+from core.jobs.runner import run_job
+from core.services import Services
+from tests.conftest import RecordingCelery, png_bytes
+from tests.fake_kind import echo_kind  # noqa: F401  (fixture)
+
+pytestmark = pytest.mark.usefixtures("echo_kind")
+
+
+def png_header_only(width: int, height: int) -> bytes:
+    """A tiny PNG whose header claims ``width`` x ``height`` (a decompression bomb's calling card)."""
+
+    def chunk(tag: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data))
+
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
+            + chunk(b"IDAT", zlib.compress(b"\0" * 100)) + chunk(b"IEND", b""))
+
+
+def post(client, kind="echo", params=None, files=None, raw_params=None):  # type: ignore[no-untyped-def]
+    data: dict[str, object] = {"kind": kind}
+    if raw_params is not None:
+        data["params"] = raw_params
+    elif params is not None:
+        data["params"] = json.dumps(params)
+    for field, (name, payload) in (files or {}).items():
+        data[field] = (io.BytesIO(payload), name)
+    return client.post("/api/v1/jobs", data=data, content_type="multipart/form-data")
+
+
+def stored_nothing(services: Services) -> bool:
+    jobs, _ = repo.list_jobs(services.sessions, limit=5)
+    job_dir = services.storage.root / "jobs"
+    return not jobs and (not job_dir.exists() or not any(job_dir.iterdir()))
+
+
+def test_submit_answers_202_with_location_and_enqueues(client, services: Services,
+                                                       celery_recorder: RecordingCelery) -> None:
+    resp = post(client, params={"steps": 3}, files={"image": ("cat.png", png_bytes())})
+    assert resp.status_code == 202, resp.get_json()
+    body = resp.get_json()
+    assert resp.headers["Location"] == f"/api/v1/jobs/{body['id']}"
+    for key in ("id", "kind", "status", "progress", "step", "total_steps", "error", "created_at", "started_at",
+                "finished_at", "params", "metrics", "outputs", "preview_url"):
+        assert key in body
+    assert body["status"] == "queued" and body["params"]["steps"] == 3 and body["params"]["outcome"] == "succeed"
+    assert body["total_steps"] == 3 and body["progress"] == 0
+    assert celery_recorder.sent == [("atelier.run_job", [body["id"]])]
+
+
+def test_get_follows_the_job_to_its_output(client, services: Services) -> None:
+    job_id = post(client, params={"steps": 4}, files={"image": ("cat.png", png_bytes(33, 21))}).get_json()["id"]
+    run_job(services, job_id, "w")
+    body = client.get(f"/api/v1/jobs/{job_id}").get_json()
+    assert body["status"] == "succeeded" and body["progress"] == 1.0 and body["step"] == 4
+    assert body["started_at"] and body["finished_at"] and body["finished_at"].endswith("Z")
+    [out] = body["outputs"]
+    assert out["name"] == "result.png" and out["content_type"] == "image/png"
+    data = client.get(out["url"])
+    assert data.status_code == 200 and data.data[:4] == b"\x89PNG" and len(data.data) == out["size"]
+    download = client.get(out["url"] + "?download=1")
+    assert "attachment" in download.headers["Content-Disposition"]
+    series = client.get(f"/api/v1/jobs/{job_id}/metrics").get_json()["series"]
+    assert [p[0] for p in series["loss"]] == [1, 2, 3, 4]
+    events = client.get(f"/api/v1/jobs/{job_id}/events").get_json()["events"]
+    assert events[-1]["message"] == "succeeded"
+    assert client.get(f"/api/v1/jobs/{job_id}/outputs/nope.png").status_code == 404
+
+
+@pytest.mark.parametrize(
+    ("kind", "params", "files", "status", "field"),
+    [
+        ("echo", {}, {"image": ("x.png", b"this is not an image at all")}, 415, "image"),
+        ("echo", {}, {"image": ("x.png", png_bytes(64, 64)[:300])}, 422, "image"),
+        ("echo", {}, {"image": ("bomb.png", png_header_only(20000, 20000))}, 413, "image"),
+        ("echo", {}, {"image": ("big.png", png_header_only(8000, 6000))}, 413, "image"),
+        ("echo", {}, {}, 422, "image"),
+        ("echo", {"stepz": 3}, {"image": ("x.png", png_bytes())}, 422, "stepz"),
+        ("echo", {"steps": 0}, {"image": ("x.png", png_bytes())}, 422, "steps"),
+        ("echo", {"steps": "many"}, {"image": ("x.png", png_bytes())}, 422, "steps"),
+        ("echo", {"outcome": "explode"}, {"image": ("x.png", png_bytes())}, 422, "outcome"),
+        ("nope", {}, {"image": ("x.png", png_bytes())}, 422, "kind"),
+        ("", {}, {"image": ("x.png", png_bytes())}, 422, "kind"),
+        ("echo", {}, {"image": ("x.png", png_bytes()), "extra": ("y.png", png_bytes())}, 422, "extra"),
+        ("echo", {}, {"image": ("x.png", b"")}, 422, "image"),
+    ],
+)
+def test_bad_input_answers_4xx_naming_the_field_and_stores_nothing(client, services: Services,
+                                                                   celery_recorder: RecordingCelery,
+                                                                   kind, params, files, status, field) -> None:
+    resp = post(client, kind=kind, params=params, files=files)
+    assert resp.status_code == status, resp.get_json()
+    body = resp.get_json()
+    assert body["field"] == field and body["error"]
+    assert stored_nothing(services) and celery_recorder.sent == []
+
+
+def test_malformed_params_json_is_400(client, services: Services) -> None:
+    resp = post(client, raw_params="{not json", files={"image": ("x.png", png_bytes())})
+    assert resp.status_code == 400 and resp.get_json()["field"] == "params"
+    resp = post(client, raw_params="[1, 2]", files={"image": ("x.png", png_bytes())})
+    assert resp.status_code == 400 and resp.get_json()["field"] == "params"
+    assert stored_nothing(services)
+
+
+def test_wrong_content_type_is_415(client, services: Services) -> None:
+    resp = client.post("/api/v1/jobs", data=b"kind=echo", content_type="text/plain")
+    assert resp.status_code == 415 and "multipart" in resp.get_json()["error"]
+
+
+def test_oversized_upload_is_413(services: Services, celery_recorder: RecordingCelery) -> None:
+    from web import create_app
+
+    services.settings = services.settings.with_overrides(max_upload_mb=1)
+    client = create_app(services=services, celery=celery_recorder).test_client()
+    resp = post(client, files={"image": ("big.png", b"\0" * (2 * 1024 * 1024))})
+    assert resp.status_code == 413 and "1 MB" in resp.get_json()["error"]
+    assert stored_nothing(services)
+
+
+def test_list_paginates_newest_first_and_filters(client, services: Services) -> None:
+    ids = [post(client, files={"image": ("x.png", png_bytes())}).get_json()["id"] for _ in range(5)]
+    page1 = client.get("/api/v1/jobs?limit=2").get_json()
+    page2 = client.get(f"/api/v1/jobs?limit=2&cursor={page1['next_cursor']}").get_json()
+    page3 = client.get(f"/api/v1/jobs?limit=2&cursor={page2['next_cursor']}").get_json()
+    assert [j["id"] for j in page1["jobs"] + page2["jobs"] + page3["jobs"]] == ids[::-1]
+    assert page3["next_cursor"] is None
+    run_job(services, ids[0], "w")
+    done = client.get("/api/v1/jobs?status=succeeded").get_json()["jobs"]
+    assert [j["id"] for j in done] == [ids[0]]
+    assert client.get("/api/v1/jobs?kind=echo&status=queued").get_json()["jobs"][0]["id"] == ids[-1]
+    for query, field in (("limit=0", "limit"), ("limit=x", "limit"), ("status=done", "status"),
+                         ("kind=zzz", "kind"), ("cursor=garbage!", "cursor")):
+        resp = client.get(f"/api/v1/jobs?{query}")
+        assert resp.status_code == 400 and resp.get_json()["field"] == field, query
+
+
+def test_cancel_a_queued_job(client, services: Services) -> None:
+    job_id = post(client, files={"image": ("x.png", png_bytes())}).get_json()["id"]
+    resp = client.post(f"/api/v1/jobs/{job_id}/cancel")
+    assert resp.status_code == 202 and resp.get_json()["status"] == "canceled"
+    assert run_job(services, job_id, "w").status == "skipped"
+
+
+def test_unknown_job_is_404_json(client) -> None:
+    resp = client.get("/api/v1/jobs/does-not-exist")
+    assert resp.status_code == 404 and resp.get_json()["field"] == "id"
+    assert client.get("/api/v1/nowhere").status_code == 404
+
+
+def test_kinds_and_openapi_come_from_the_schemas(client) -> None:
+    kinds = {k["name"]: k for k in client.get("/api/v1/kinds").get_json()["kinds"]}
+    assert kinds["echo"]["params"]["properties"]["steps"]["maximum"] == 1000
+    spec = client.get("/api/v1/openapi.json").get_json()
+    assert spec["components"]["schemas"]["Params_echo"]["properties"]["outcome"]["enum"] == ["succeed", "fail", "crash"]
+    assert "/api/v1/jobs" in spec["paths"]
+
+
+def test_healthz_reports_database_broker_and_workers(client, services: Services) -> None:
+    body = client.get("/healthz").get_json()
+    assert body["broker"]["state"] == "error"  # the file broker's folder does not exist yet
+    from worker.celery_app import create_celery
+
+    create_celery(services.settings)  # creates it, as a worker or `atelier up` does
+    body = client.get("/healthz").get_json()
+    assert body["database"]["state"] == "ok" and body["broker"]["state"] == "ok"
+    assert body["workers"]["state"] == "none" and "atelier worker" in body["workers"]["detail"]
+
+
+def test_healthz_is_503_when_the_database_is_behind(tmp_path: Path, services: Services,
+                                                    celery_recorder: RecordingCelery) -> None:
+    from alembic import command
+
+    from core import db
+    from web import create_app
+
+    app = create_app(services=services, celery=celery_recorder)
+    command.downgrade(db.alembic_config(services.settings.resolved_database_url), "base")
+    resp = app.test_client().get("/healthz")
+    assert resp.status_code == 503 and "atelier db upgrade" in resp.get_json()["database"]["detail"]

@@ -1,0 +1,109 @@
+"""Running claimed jobs: success, user-facing failures, internal errors, cancellation, duplicates,
+progress throttling, previews, and a lost lease."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from core.jobs import repository as repo
+from core.jobs.runner import run_job
+from core.jobs.submit import Upload, submit_job
+from core.models import Job
+from core.services import Services
+from tests.conftest import png_bytes
+from tests.fake_kind import echo_kind  # noqa: F401  (fixture)
+
+pytestmark = pytest.mark.usefixtures("echo_kind")
+
+
+def submit(services: Services, **params: object) -> Job:
+    return submit_job(services, "echo", params, [Upload("image", "in.png", png_bytes(20, 10), "image/png")])
+
+
+def test_success_stores_output_metrics_series_and_preview(any_services: Services) -> None:
+    job = submit(any_services, steps=10)
+    assert job.notices == ["just a test kind"] and job.total_steps == 10
+    outcome = run_job(any_services, job.id, "w1")
+    assert outcome.status == "succeeded"
+    row = repo.get_job(any_services.sessions, job.id)
+    assert row is not None
+    assert (row.status, row.step, row.total_steps, row.progress) == ("succeeded", 10, 10, 1.0)
+    assert row.metrics["final"] == pytest.approx(0.1) and row.metrics["loss"] == pytest.approx(0.1)
+    [out] = [f for f in row.files if f.direction == "output"]
+    assert out.name == "result.png" and any_services.storage.read_bytes(out.path)[:8] == b"\x89PNG\r\n\x1a\n"
+    series = repo.metric_series(any_services.sessions, job.id)
+    assert [s for s, _ in series["loss"]] == list(range(1, 11))
+    assert row.preview_path and any_services.storage.exists(row.preview_path)
+    # a duplicate message for a finished job does nothing
+    assert run_job(any_services, job.id, "w2").status == "skipped"
+
+
+def test_job_failure_reason_reaches_the_user(services: Services) -> None:
+    job = submit(services, outcome="fail")
+    assert run_job(services, job.id, "w").status == "failed"
+    row = repo.get_job(services.sessions, job.id)
+    assert row is not None and row.error == "The echo job was asked to fail."
+
+
+def test_internal_error_is_summarised_not_leaked(services: Services) -> None:
+    job = submit(services, outcome="crash")
+    assert run_job(services, job.id, "w").status == "failed"
+    row = repo.get_job(services.sessions, job.id)
+    assert row is not None and "internal error (RuntimeError)" in (row.error or "")
+    assert "secret internal detail" not in (row.error or "")
+
+
+def test_cancel_stops_within_a_step_and_keeps_the_preview(any_services: Services) -> None:
+    job = submit(any_services, steps=1000, delay=0.01)
+    result: list[str] = []
+    t = threading.Thread(target=lambda: result.append(run_job(any_services, job.id, "w").status))
+    t.start()
+    deadline = time.time() + 20
+    while time.time() < deadline:
+        row = repo.get_job(any_services.sessions, job.id)
+        if row is not None and row.preview_path and row.step >= 10:
+            break
+        time.sleep(0.02)
+    repo.request_cancel(any_services.sessions, job.id)
+    t.join(timeout=20)
+    assert result == ["canceled"]
+    row = repo.get_job(any_services.sessions, job.id)
+    assert row is not None and row.status == "canceled" and row.step < 1000
+    assert row.preview_path and any_services.storage.exists(row.preview_path)
+
+
+def test_progress_writes_are_throttled(services: Services, monkeypatch: pytest.MonkeyPatch) -> None:
+    writes: list[int] = []
+    original = repo.update_progress
+
+    def counting(*a, **kw):  # type: ignore[no-untyped-def]
+        writes.append(kw["step"])
+        return original(*a, **kw)
+
+    monkeypatch.setattr(repo, "update_progress", counting)
+    services.settings = services.settings.with_overrides(progress_interval=0.2)
+    job = submit(services, steps=60, delay=0.01)  # about 0.6 s of steps
+    assert run_job(services, job.id, "w").status == "succeeded"
+    assert 2 <= len(writes) <= 8, writes  # ~1 per 0.2 s, plus the final one, not 60
+    assert writes[-1] == 60
+    # every step's point is still recorded
+    assert len(repo.metric_series(services.sessions, job.id)["loss"]) == 60
+
+
+def test_lost_lease_stops_the_job_without_overwriting_the_new_owner(services: Services) -> None:
+    services.settings = services.settings.with_overrides(heartbeat_seconds=0.05, lease_seconds=5)
+    job = submit(services, steps=500, delay=0.01)
+    result: list[str] = []
+    t = threading.Thread(target=lambda: result.append(run_job(services, job.id, "old").status))
+    t.start()
+    time.sleep(0.5)
+    # another actor takes the job over (as after the old worker's lease expired)
+    repo.release_worker_jobs(services.sessions, "old")
+    assert repo.claim(services.sessions, job.id, "new", 60)
+    t.join(timeout=20)
+    assert result == ["lost"]
+    row = repo.get_job(services.sessions, job.id)
+    assert row is not None and row.status == "running" and row.worker_id == "new"
