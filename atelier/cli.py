@@ -92,17 +92,24 @@ def cmd_up(args: argparse.Namespace, settings: Settings) -> int:
     def stop_worker() -> None:
         if worker.poll() is not None:
             return
-        os.killpg(worker.pid, signal.SIGTERM)  # warm shutdown: finish or hand back the job
+        worker.send_signal(signal.SIGTERM)  # warm shutdown: an idle worker exits at once
         try:
-            worker.wait(timeout=10)
+            worker.wait(timeout=5)
         except subprocess.TimeoutExpired:
-            os.killpg(worker.pid, signal.SIGQUIT)  # cold: the job goes back to the queue via its lease
-            worker.wait(timeout=10)
+            # A job is running: cold shutdown. The worker hands the job back to the queue on its way out
+            # (or its lease expires), and the next start continues it.
+            os.killpg(worker.pid, signal.SIGQUIT)
+            try:
+                worker.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                os.killpg(worker.pid, signal.SIGKILL)
+                worker.wait()
 
     def on_term(_sig: int, _frame: object) -> None:
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, on_term)
+    signal.signal(signal.SIGINT, on_term)
     try:
         return cmd_serve(args, settings)
     except KeyboardInterrupt:

@@ -17,8 +17,8 @@ from core import db
 from core.services import Services, build_services
 from core.settings import Settings
 
-PG_ADMIN_URL = os.environ.get("ATELIER_TEST_PG_ADMIN_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
-REDIS_URL = os.environ.get("ATELIER_TEST_REDIS_URL", "redis://127.0.0.1:6379")
+PG_ADMIN_URL = os.environ.get("TEST_PG_ADMIN_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
+REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379")
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -69,7 +69,7 @@ def fresh_pg_url(pg_url: str) -> Iterator[str]:
 def redis_url() -> Iterator[str]:
     import redis
 
-    url = f"{REDIS_URL}/{int(os.environ.get('ATELIER_TEST_REDIS_DB', '9'))}"
+    url = f"{REDIS_URL}/{int(os.environ.get('TEST_REDIS_DB', '9'))}"
     client = redis.Redis.from_url(url)
     try:
         client.flushdb()

@@ -21,6 +21,7 @@ from core.jobs import repository as repo
 from core.jobs.progress import JobProgress
 from core.kinds.context import InputFile, JobContext
 from core.kinds.registry import get_kind
+from core.models import Worker
 from core.services import Services
 
 log = logging.getLogger(__name__)
@@ -133,7 +134,7 @@ def run_job(services: Services, job_id: str, worker_id: str) -> RunOutcome:
     finally:
         heartbeat.stopped.set()
         heartbeat.join(timeout=5)
-        repo.touch_worker(sf, worker_id, state="online", current_job_id=None)
+        repo.touch_worker(sf, worker_id, state="online", current_job_id=None, jobs_done=Worker.jobs_done + 1)
     return outcome
 
 

@@ -1,0 +1,131 @@
+"""End to end on real components: `atelier serve` and two `atelier worker` processes on PostgreSQL and
+Redis; and `atelier up` (SQLite + file broker). Jobs are submitted over HTTP and followed to the end."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from tests.conftest import REPO_ROOT
+from tests.stack import Api, Proc, base_env, run_cli, wait_until
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+CONTENT = REPO_ROOT / "web/static/examples/content/chelsea.png"  # 451x300
+STYLE = REPO_ROOT / "web/static/examples/styles/starry_night.jpg"
+
+
+def style_files() -> list[tuple[str, tuple[str, bytes, str]]]:
+    return [("content", ("chelsea.png", CONTENT.read_bytes(), "image/png")),
+            ("style", ("starry.jpg", STYLE.read_bytes(), "image/jpeg"))]
+
+
+def assert_png_of_size(data: bytes, size: tuple[int, int]) -> None:
+    img = Image.open(io.BytesIO(data))
+    assert img.format == "PNG"
+    img.load()
+    assert img.size == size
+
+
+@pytest.fixture()
+def distributed(tmp_path: Path, fresh_pg_url: str, redis_url: str) -> Iterator[tuple[Api, list[Proc], dict[str, str]]]:
+    env = base_env(tmp_path, ATELIER_DATABASE_URL=fresh_pg_url, ATELIER_BROKER_URL=redis_url)
+    migrated = run_cli(["db", "upgrade"], env)
+    assert migrated.returncode == 0, migrated.stderr
+    procs = [Proc(["serve"], env, tmp_path / "serve.log"),
+             Proc(["worker", "--name", "w1@%h"], env, tmp_path / "w1.log"),
+             Proc(["worker", "--name", "w2@%h"], env, tmp_path / "w2.log")]
+    api = Api(int(env["ATELIER_PORT"]))
+    try:
+        wait_until(lambda: api.healthz()["workers"]["live"] == 2, 90, "two live workers", procs)
+        yield api, procs, env
+    finally:
+        for p in procs:
+            p.stop()
+
+
+def test_two_workers_run_jobs_from_http_to_png(distributed) -> None:  # type: ignore[no-untyped-def]
+    api, procs, _env = distributed
+    health = api.healthz()
+    assert health["database"]["dialect"] == "postgresql" and health["broker"]["state"] == "ok"
+    jobs = [api.submit("style_transfer", {"size": 48, "steps": 60, "seed": i}, style_files()) for i in range(2)]
+    workers = set()
+    for job in jobs:
+        final, seen = api.follow(job["id"], 240, procs)
+        assert final["status"] == "succeeded", final
+        assert any(0 < p < 1 for p in seen), f"no intermediate progress seen: {seen}"
+        assert seen == sorted(seen)
+        [out] = [o for o in final["outputs"] if o["name"] == "result.png"]
+        resp = api.get(out["url"])
+        assert resp.status_code == 200
+        assert_png_of_size(resp.content, (48, 32))  # longest side 48, 300/451*48 = 31.9 -> 32
+        assert final["preview_url"] and api.get(final["preview_url"]).status_code == 200
+        assert final["metrics"]["loss"] > 0
+        workers.add(final["worker"])
+    assert workers == {w for w in workers if w.split("@")[0] in ("w1", "w2")} and len(workers) == 2
+
+
+def test_a_killed_worker_s_job_is_finished_by_the_other(distributed, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    api, procs, _env = distributed
+    job = api.submit("style_transfer", {"size": 64, "steps": 300}, style_files())
+    running = wait_until(lambda: (j := api.job(job["id"]))["status"] == "running" and j["step"] > 0 and j,
+                         120, "the job to start", procs)
+    victim = next(p for p in procs[1:] if running["worker"].startswith(p.log_path.stem + "@"))
+    victim.kill()
+    final, _ = api.follow(job["id"], 300, procs)
+    assert final["status"] == "succeeded", final
+    assert final["attempt"] == 2 and final["worker"] != running["worker"]
+    assert any(o["name"] == "result.png" for o in final["outputs"])
+
+
+def test_cancel_a_running_job_keeps_its_preview(distributed) -> None:  # type: ignore[no-untyped-def]
+    api, procs, _env = distributed
+    job = api.submit("style_transfer", {"size": 64, "steps": 2000}, style_files())
+    wait_until(lambda: api.job(job["id"])["preview_url"], 120, "a preview", procs)
+    assert api.post(f"/api/v1/jobs/{job['id']}/cancel").status_code == 202
+    final, _ = api.follow(job["id"], 30, procs)
+    assert final["status"] == "canceled" and final["step"] < 2000
+    assert api.get(final["preview_url"]).status_code == 200
+
+
+def test_bad_input_over_http_stores_nothing(distributed) -> None:  # type: ignore[no-untyped-def]
+    api, _procs, _env = distributed
+    resp = api.post("/api/v1/jobs", data={"kind": "style_transfer", "params": "{}"},
+                    files=[("content", ("x.png", b"not an image", "image/png")),
+                           ("style", ("s.jpg", STYLE.read_bytes(), "image/jpeg"))])
+    assert resp.status_code == 415 and resp.json()["field"] == "content"
+    assert api.get("/api/v1/jobs").json()["jobs"] == []
+
+
+def test_embedded_mode_runs_a_job(tmp_path: Path) -> None:
+    env = base_env(tmp_path)
+    up = Proc(["up"], env, tmp_path / "up.log")
+    api = Api(int(env["ATELIER_PORT"]))
+    try:
+        wait_until(lambda: api.healthz()["workers"]["live"] == 1, 90, "the embedded worker", [up])
+        assert api.healthz()["database"]["dialect"] == "sqlite"
+        job = api.submit("style_transfer", {"size": 40, "steps": 60}, style_files())
+        final, seen = api.follow(job["id"], 240, [up])
+        assert final["status"] == "succeeded", final
+        assert any(0 < p < 1 for p in seen), seen
+        assert_png_of_size(api.get(final["outputs"][0]["url"]).content, (40, 27))
+    finally:
+        up.stop()
+    assert (tmp_path / "data" / "atelier.db").exists()
+
+
+@pytest.mark.parametrize("command", [["worker"], ["serve"]])
+def test_unmigrated_database_is_refused(tmp_path: Path, fresh_pg_url: str, redis_url: str, command: list[str]) -> None:
+    env = base_env(tmp_path, ATELIER_DATABASE_URL=fresh_pg_url, ATELIER_BROKER_URL=redis_url)
+    result = run_cli(command, env, timeout=60)
+    assert result.returncode == 2
+    assert "atelier db upgrade" in result.stderr
+
+
+def test_bad_setting_is_refused_with_the_variable_name(tmp_path: Path) -> None:
+    result = run_cli(["serve"], base_env(tmp_path, ATELIER_PORT="eighty"), timeout=60)
+    assert result.returncode == 2 and "ATELIER_PORT" in result.stderr
