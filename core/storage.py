@@ -24,8 +24,8 @@ class StoredObject:
 
 
 def _check_key(key: str) -> str:
-    p = PurePosixPath(key)
-    if not key or p.is_absolute() or any(part in ("", ".", "..") for part in p.parts) or "\\" in key:
+    if not key or PurePosixPath(key).is_absolute() or "\\" in key or any(
+            part in ("", ".", "..") for part in key.split("/")):
         raise ValueError(f"invalid storage key {key!r}")
     return key
 
