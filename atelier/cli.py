@@ -119,6 +119,19 @@ def cmd_up(args: argparse.Namespace, settings: Settings) -> int:
         stop_worker()
 
 
+# -- engine commands ------------------------------------------------------------------------------
+def resolve_model_id(model_id: str, settings: Settings):  # type: ignore[no-untyped-def]
+    """``atelier translate --model ID``: a registered model's directory, from the configured database."""
+    from core import resources
+    from core.services import build_services
+
+    services = build_services(settings)
+    try:
+        return resources.local_path(services, "models", model_id)
+    finally:
+        services.close()
+
+
 # -- parser ---------------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     from atelier import cli_gan, cli_style_transfer
@@ -144,7 +157,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_db)
 
     cli_style_transfer.add_parser(sub)
-    cli_gan.add_parsers(sub)
+    cli_gan.add_parsers(sub, resolve_model=resolve_model_id)
     return parser
 
 

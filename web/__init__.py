@@ -14,7 +14,7 @@ from core.settings import Settings, load_settings
 
 def create_app(settings: Settings | None = None, *, services: Services | None = None, celery: Any = None,
                check_migrated: bool = True) -> Flask:
-    from web import api, health, pages
+    from web import api, api_resources, health, pages
     from web.deps import WebState
     from worker.celery_app import create_celery
 
@@ -26,6 +26,7 @@ def create_app(settings: Settings | None = None, *, services: Services | None = 
     app.json.sort_keys = False  # type: ignore[attr-defined]
     app.extensions["atelier"] = WebState(services=services, celery=celery or create_celery(settings))
     app.register_blueprint(api.bp)
+    app.register_blueprint(api_resources.bp)
     app.register_blueprint(health.bp)
     app.register_blueprint(pages.bp)
     api.register_error_handlers(app)
