@@ -76,4 +76,5 @@ def dataset_json(d: Dataset) -> dict[str, Any]:
 
 def model_json(m: Model) -> dict[str, Any]:
     return {"id": m.id, "name": m.name, "family": m.family, "meta": m.meta, "source_job_id": m.source_job_id,
-            "created_at": iso(m.created_at), "urls": {"self": url_for("api.get_model", model_id=m.id)}}
+            "created_at": iso(m.created_at), "urls": {"self": url_for("resources.get_model", model_id=m.id),
+                     "download": url_for("resources.download_model", model_id=m.id)}}

@@ -1,0 +1,108 @@
+"""Datasets and models over the API: validated uploads with a report, the demo dataset, importing a
+reference generator (never unpickling), listing and downloading."""
+
+from __future__ import annotations
+
+import io
+import pickle
+import zipfile
+
+import pytest
+
+from core import resources
+from core.services import Services
+from tests.conftest import png_bytes
+
+
+def zip_of(entries: dict[str, bytes]) -> bytes:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        for name, data in entries.items():
+            zf.writestr(name, data)
+    return buf.getvalue()
+
+
+def upload_dataset(client, payload: bytes, layout: str = "unpaired", name: str = "faces"):  # type: ignore[no-untyped-def]
+    return client.post("/api/v1/datasets", data={"layout": layout, "name": name,
+                                                 "file": (io.BytesIO(payload), "set.zip")},
+                       content_type="multipart/form-data")
+
+
+def test_zip_dataset_is_validated_stored_and_listed(client, services: Services) -> None:
+    entries = {f"trainA/a{i}.png": png_bytes(64, 64, (200, 50, 50)) for i in range(3)}
+    entries |= {f"trainB/b{i}.png": png_bytes(64, 64, (50, 50, 200)) for i in range(2)}
+    entries["trainB/broken.png"] = b"not an image"
+    resp = upload_dataset(client, zip_of(entries))
+    assert resp.status_code == 201, resp.get_json()
+    body = resp.get_json()
+    assert body["meta"]["counts"] == {"A": 3, "B": 2}
+    assert [r["name"] for r in body["meta"]["rejected"]] == ["trainB/broken.png"]
+    assert resources.local_path(services, "datasets", body["id"]).is_dir()
+    listed = client.get("/api/v1/datasets").get_json()["datasets"]
+    assert [d["id"] for d in listed] == [body["id"]]
+    assert client.get(f"/api/v1/datasets/{body['id']}").get_json()["name"] == "faces"
+
+
+@pytest.mark.parametrize(("payload", "layout", "status", "field"), [
+    (zip_of({"../../evil.png": png_bytes(64, 64)}), "unpaired", 422, "file"),
+    (b"this is not a zip", "unpaired", 415, "file"),
+    (zip_of({"trainA/a.png": png_bytes(64, 64)}), "sideways", 422, "layout"),
+])
+def test_bad_datasets_are_refused_and_store_nothing(client, services: Services, payload: bytes, layout: str,
+                                                     status: int, field: str) -> None:
+    resp = upload_dataset(client, payload, layout)
+    assert resp.status_code == status, resp.get_json()
+    assert resp.get_json()["field"] == field
+    assert client.get("/api/v1/datasets").get_json()["datasets"] == []
+    assert not (services.storage.root / "datasets").exists() or not any((services.storage.root / "datasets").iterdir())
+
+
+def test_demo_dataset_in_one_click(client) -> None:
+    resp = client.post("/api/v1/datasets/demo", json={"layout": "unpaired"})
+    assert resp.status_code == 201, resp.get_json()
+    meta = resp.get_json()["meta"]
+    assert meta["demo"] is True and meta["counts"]["A"] > 0 and meta["counts"]["B"] > 0
+
+
+def test_import_reference_generator_then_download(client, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import torch
+
+    from core.engines.gan.networks import GeneratorSpec
+
+    net = GeneratorSpec.from_name("resnet_6blocks", ngf=8).build()
+    buf = io.BytesIO()
+    torch.save(net.state_dict(), buf)
+    resp = client.post("/api/v1/models", data={"file": (io.BytesIO(buf.getvalue()), "latest_net_G_A.pth")},
+                       content_type="multipart/form-data")
+    assert resp.status_code == 201, resp.get_json()
+    model = resp.get_json()
+    assert model["family"] == "imported" and model["name"] == "latest_net_G_A"
+    assert client.get("/api/v1/models").get_json()["models"][0]["id"] == model["id"]
+    dl = client.get(f"/api/v1/models/{model['id']}/download")
+    assert dl.status_code == 200 and dl.mimetype == "application/zip"
+    assert "meta.json" in zipfile.ZipFile(io.BytesIO(dl.data)).namelist()
+
+
+class _Boom:
+    def __reduce__(self):  # type: ignore[no-untyped-def]
+        return (exec, ("open('/tmp/atelier-pwned', 'w').write('x')",))
+
+
+def test_import_never_unpickles(client, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import os
+
+    payload = pickle.dumps({"model.1.weight": _Boom()})
+    resp = client.post("/api/v1/models", data={"file": (io.BytesIO(payload), "latest_net_G.pth")},
+                       content_type="multipart/form-data")
+    assert 400 <= resp.status_code < 500 and resp.get_json()["field"] == "file"
+    assert not os.path.exists("/tmp/atelier-pwned")
+    assert client.get("/api/v1/models").get_json()["models"] == []
+
+
+def test_import_refuses_other_files(client) -> None:
+    resp = client.post("/api/v1/models", data={"file": (io.BytesIO(b"x"), "model.exe")},
+                       content_type="multipart/form-data")
+    assert resp.status_code == 415 and resp.get_json()["field"] == "file"
+    resp = client.post("/api/v1/models", data={}, content_type="multipart/form-data")
+    assert resp.status_code == 422
+    assert client.get("/api/v1/models/nope").status_code == 404
