@@ -122,14 +122,26 @@ class Api:
 
     def follow(self, job_id: str, timeout: float, procs: list[Proc] = ()) -> tuple[dict[str, Any], list[float]]:  # type: ignore[assignment]
         """Poll a job until it ends; return the final job and every progress value seen while running."""
-        seen: list[float] = []
+        return self.follow_all([job_id], timeout, procs)[job_id]
+
+    def follow_all(self, job_ids: list[str], timeout: float, procs: list[Proc] = ()  # type: ignore[assignment]
+                   ) -> dict[str, tuple[dict[str, Any], list[float]]]:
+        """Poll several jobs at once until all end: ``{id: (final job, progress values seen while running)}``."""
+        seen: dict[str, list[float]] = {j: [] for j in job_ids}
+        final: dict[str, dict[str, Any]] = {}
         deadline = time.time() + timeout
-        while time.time() < deadline:
-            job = self.job(job_id)
-            if job["status"] == "running":
-                seen.append(job["progress"])
-            if job["status"] in ("succeeded", "failed", "canceled"):
-                return job, seen
-            time.sleep(0.1)
-        logs = "\n".join(f"--- {p.log_path.name}\n{p.output()[-4000:]}" for p in procs)
-        raise AssertionError(f"job {job_id} did not finish in {timeout}s: {self.job(job_id)}\n{logs}")
+        while time.time() < deadline and len(final) < len(job_ids):
+            for job_id in job_ids:
+                if job_id in final:
+                    continue
+                job = self.job(job_id)
+                if job["status"] == "running":
+                    seen[job_id].append(job["progress"])
+                if job["status"] in ("succeeded", "failed", "canceled"):
+                    final[job_id] = job
+            time.sleep(0.05)
+        if len(final) < len(job_ids):
+            logs = "\n".join(f"--- {p.log_path.name}\n{p.output()[-4000:]}" for p in procs)
+            pending = [self.job(j) for j in job_ids if j not in final]
+            raise AssertionError(f"jobs did not finish in {timeout}s: {pending}\n{logs}")
+        return {j: (final[j], seen[j]) for j in job_ids}

@@ -52,10 +52,9 @@ def test_two_workers_run_jobs_from_http_to_png(distributed) -> None:  # type: ig
     api, procs, _env = distributed
     health = api.healthz()
     assert health["database"]["dialect"] == "postgresql" and health["broker"]["state"] == "ok"
-    jobs = [api.submit("style_transfer", {"size": 48, "steps": 60, "seed": i}, style_files()) for i in range(2)]
+    jobs = [api.submit("style_transfer", {"size": 48, "steps": 150, "seed": i}, style_files()) for i in range(2)]
     workers = set()
-    for job in jobs:
-        final, seen = api.follow(job["id"], 240, procs)
+    for final, seen in api.follow_all([j["id"] for j in jobs], 240, procs).values():
         assert final["status"] == "succeeded", final
         assert any(0 < p < 1 for p in seen), f"no intermediate progress seen: {seen}"
         assert seen == sorted(seen)
