@@ -191,3 +191,14 @@ def test_healthz_is_503_when_the_database_is_behind(tmp_path: Path, services: Se
     command.downgrade(db.alembic_config(services.settings.resolved_database_url), "base")
     resp = app.test_client().get("/healthz")
     assert resp.status_code == 503 and "atelier db upgrade" in resp.get_json()["database"]["detail"]
+
+
+def test_posts_from_other_sites_are_refused(client, services: Services, celery_recorder: RecordingCelery) -> None:
+    data = {"kind": "echo", "image": (io.BytesIO(png_bytes()), "x.png")}
+    resp = client.post("/api/v1/jobs", data=data, content_type="multipart/form-data",
+                       headers={"Origin": "https://evil.example"})
+    assert resp.status_code == 403 and stored_nothing(services) and celery_recorder.sent == []
+    data = {"kind": "echo", "image": (io.BytesIO(png_bytes()), "x.png")}
+    resp = client.post("/api/v1/jobs", data=data, content_type="multipart/form-data",
+                       headers={"Origin": "http://localhost"})
+    assert resp.status_code == 202

@@ -15,6 +15,7 @@ from core.settings import Settings, load_settings
 def create_app(settings: Settings | None = None, *, services: Services | None = None, celery: Any = None,
                check_migrated: bool = True) -> Flask:
     from web import api, api_resources, health, pages
+    from web.security import install_same_origin_guard
     from web.deps import WebState
     from worker.celery_app import create_celery
 
@@ -30,4 +31,5 @@ def create_app(settings: Settings | None = None, *, services: Services | None = 
     app.register_blueprint(health.bp)
     app.register_blueprint(pages.bp)
     api.register_error_handlers(app)
+    install_same_origin_guard(app)
     return app

@@ -131,7 +131,7 @@ def import_model():  # type: ignore[no-untyped-def]
     name = opts.get("name") or Path(upload.filename).stem
     services = deps.services()
     with resources.ScratchDir(services) as scratch:
-        src = scratch / f"upload{suffix}"
+        src = scratch / safe_filename(upload.filename, f"generator{suffix}")
         upload.save(src)
         meta = _import(src, scratch / "model", {**opts, "name": name})
         model = resources.add_model(services, name=name, family="imported", source_dir=scratch / "model", meta=meta)

@@ -14,7 +14,6 @@ import functools
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit
 
 from flask import Blueprint, Response, abort, current_app, redirect, render_template, request, url_for
 from werkzeug.exceptions import RequestEntityTooLarge
@@ -59,19 +58,6 @@ DATASETS_API = "/api/v1/datasets"
 #: Pages only: no inline scripts or styles are used, so the policy can forbid them outright.
 CSP = ("default-src 'self'; img-src 'self' data: blob:; style-src 'self'; script-src 'self'; "
        "connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'")
-
-
-@bp.before_request
-def _same_origin_posts() -> Response | None:
-    """Refuse form posts made by another site's page (cross-site request forgery). Browsers send
-    ``Origin`` with every POST (``null`` from sandboxed frames is refused too); scripts and tests that send
-    none are not browsers and pass."""
-    if request.method == "POST":
-        origin = request.headers.get("Origin")
-        if origin and urlsplit(origin).netloc != request.host:
-            return Response("This form can only be submitted from Atelier's own pages.", status=403,
-                            mimetype="text/plain")
-    return None
 
 
 @bp.after_request
