@@ -1,0 +1,312 @@
+"""CycleGAN training and translation speed: a plain reference loop against the engine, side by side.
+
+Training: the plain loop is the reference implementation's ``optimize_parameters`` written out simply
+(batch 1, float32, NCHW, six separate generator calls, separate real/fake discriminator calls, the python
+``random`` image pool); the engine is :func:`core.engines.gan.trainer.train` with its defaults. Both use
+the same architecture (ResNet-9 generators, 70x70 PatchGAN, instance norm, ngf = ndf = 64), the same
+crop size and the same in-memory images, so the ratio measures the step, not disk I/O.
+
+Translation: a plain per-image eval loop (``torch.no_grad``, float32, one image per call) against
+:class:`core.engines.gan.translate.Translator` (batches, ``inference_mode``, ``amp=auto``) on 256 px
+images.
+
+Every measurement runs in its own fresh process (so peak RSS is that side's own), sides alternate for
+``--rounds`` rounds and the best round of each counts: on a shared machine the best round is the one
+least disturbed by other work. Prints one line per measurement and a summary; ``--json`` adds one JSON
+line at the end.
+
+    python bench/gan.py            # full: 128 px training, 256 px translation, 2 threads
+    python bench/gan.py --quick    # smoke: 64 px, few iterations
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing as mp
+import random
+import resource
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+PHOTO_DIRS = (ROOT / "web" / "static" / "examples" / "content", Path("/work/shared/examples/content"))
+
+
+def photo_paths() -> list[Path]:
+    for d in PHOTO_DIRS:
+        files = sorted(p for p in d.glob("*") if p.suffix.lower() in (".png", ".jpg", ".jpeg"))
+        if files:
+            return files
+    return []
+
+
+def source_images(n: int, size: int):
+    """``n`` RGB images of at least ``size`` px: the bundled photos, or seeded noise if none are found."""
+    import numpy as np
+    from PIL import Image
+
+    photos = [Image.open(p).convert("RGB") for p in photo_paths()]
+    if not photos:
+        rng = np.random.default_rng(0)
+        photos = [Image.fromarray(rng.integers(0, 256, (size * 2, size * 2, 3), dtype=np.uint8)) for _ in range(4)]
+    out = []
+    for i in range(n):
+        im = photos[i % len(photos)]
+        scale = size * 1.2 / min(im.size)
+        out.append(im.resize((round(im.width * scale), round(im.height * scale)), Image.Resampling.BICUBIC))
+    return out
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+# ---------------------------------------------------------------------------------------------------
+# Plain reference training step (batch 1, float32, no tricks)
+# ---------------------------------------------------------------------------------------------------
+class PlainPool:
+    def __init__(self, size: int) -> None:
+        self.size, self.images = size, []
+
+    def query(self, images):
+        import torch
+
+        out = []
+        for image in images:
+            image = image.unsqueeze(0)
+            if len(self.images) < self.size:
+                self.images.append(image)
+                out.append(image)
+            elif random.uniform(0, 1) > 0.5:
+                i = random.randint(0, self.size - 1)
+                old = self.images[i].clone()
+                self.images[i] = image
+                out.append(old)
+            else:
+                out.append(image)
+        return torch.cat(out, 0)
+
+
+def plain_training(size: int, iterations: int, warmup: int, threads: int, ngf: int) -> dict:
+    import torch
+    import torch.nn.functional as F
+
+    from core.engines.gan.networks import DiscriminatorSpec, GeneratorSpec, init_weights
+
+    torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    random.seed(0)
+    spec = GeneratorSpec.from_name("resnet_9blocks", ngf=ngf, norm="instance")
+    G_A, G_B = init_weights(spec.build()), init_weights(spec.build())
+    D_A, D_B = (init_weights(DiscriminatorSpec("basic", ngf, 3, "instance").build()) for _ in range(2))
+    opt_G = torch.optim.Adam(list(G_A.parameters()) + list(G_B.parameters()), lr=2e-4, betas=(0.5, 0.999))
+    opt_D = torch.optim.Adam(list(D_A.parameters()) + list(D_B.parameters()), lr=2e-4, betas=(0.5, 0.999))
+    pool_A, pool_B = PlainPool(50), PlainPool(50)
+    imgs = [torch.from_numpy(__import__("numpy").array(im)).permute(2, 0, 1) for im in source_images(8, size)]
+
+    def crop(t):
+        y = random.randint(0, t.shape[1] - size)
+        x = random.randint(0, t.shape[2] - size)
+        return (t[:, y:y + size, x:x + size].float() / 127.5 - 1).unsqueeze(0)
+
+    def gan(pred, real):
+        return F.mse_loss(pred, torch.ones_like(pred) if real else torch.zeros_like(pred))
+
+    def step(i: int) -> None:
+        real_A, real_B = crop(imgs[i % 4]), crop(imgs[4 + (i * 3) % 4])
+        fake_B = G_A(real_A)
+        rec_A = G_B(fake_B)
+        fake_A = G_B(real_B)
+        rec_B = G_A(fake_A)
+        for p in list(D_A.parameters()) + list(D_B.parameters()):
+            p.requires_grad_(False)
+        opt_G.zero_grad()
+        idt_A = G_A(real_B)
+        idt_B = G_B(real_A)
+        loss_G = (gan(D_A(fake_B), True) + gan(D_B(fake_A), True)
+                  + F.l1_loss(rec_A, real_A) * 10 + F.l1_loss(rec_B, real_B) * 10
+                  + F.l1_loss(idt_A, real_B) * 5 + F.l1_loss(idt_B, real_A) * 5)
+        loss_G.backward()
+        opt_G.step()
+        for p in list(D_A.parameters()) + list(D_B.parameters()):
+            p.requires_grad_(True)
+        opt_D.zero_grad()
+        fb = pool_B.query(fake_B.detach())
+        loss_D_A = (gan(D_A(real_B), True) + gan(D_A(fb.detach()), False)) * 0.5
+        loss_D_A.backward()
+        fa = pool_A.query(fake_A.detach())
+        loss_D_B = (gan(D_B(real_A), True) + gan(D_B(fa.detach()), False)) * 0.5
+        loss_D_B.backward()
+        opt_D.step()
+
+    for i in range(warmup):
+        step(i)
+    t0 = time.perf_counter()
+    for i in range(warmup, warmup + iterations):
+        step(i)
+    seconds = time.perf_counter() - t0
+    return {"side": "plain", "it_per_s": iterations / seconds, "seconds": seconds, "precision": "fp32",
+            "peak_rss_mb": peak_rss_mb()}
+
+
+def engine_training(size: int, iterations: int, warmup: int, threads: int, ngf: int) -> dict:
+    import torch
+
+    from core.engines.gan.data import UnpairedData
+    from core.engines.gan.options import TrainOptions
+    from core.engines.gan.trainer import train
+
+    torch.set_num_threads(threads)
+    with tempfile.TemporaryDirectory() as tmp:
+        paths = []
+        for i, im in enumerate(source_images(8, size)):
+            p = Path(tmp) / f"{i}.png"
+            im.save(p)
+            paths.append(p)
+        opts = TrainOptions(netG="resnet_9blocks", ngf=ngf, ndf=ngf, netD="basic", norm="instance",
+                            crop_size=size, preprocess="crop", batch_size=1, iterations=warmup + iterations,
+                            checkpoint_every=0)
+        data = UnpairedData(paths[:4], paths[4:], opts.preprocess_spec(), seed=0)
+        stamps: dict[int, float] = {}
+        result = train(opts, data, Path(tmp) / "ckpt", on_iteration=lambda i: stamps.__setitem__(i, time.perf_counter()))
+    seconds = stamps[warmup + iterations] - stamps[warmup]
+    return {"side": "engine", "it_per_s": iterations / seconds, "seconds": seconds,
+            "precision": result.precision, "peak_rss_mb": peak_rss_mb()}
+
+
+# ---------------------------------------------------------------------------------------------------
+# Translation
+# ---------------------------------------------------------------------------------------------------
+def _generator(ngf: int):
+    import torch
+
+    from core.engines.gan.networks import GeneratorSpec, init_weights
+
+    spec = GeneratorSpec.from_name("resnet_9blocks", ngf=ngf, norm="instance")
+    return init_weights(spec.build(), generator=torch.Generator().manual_seed(0)), spec
+
+
+def plain_translation(size: int, n_images: int, threads: int, ngf: int) -> dict:
+    import numpy as np
+    import torch
+    from PIL import Image
+
+    torch.set_num_threads(threads)
+    net, _ = _generator(ngf)
+    net.eval()
+    images = [im.resize((size, size)) for im in source_images(n_images, size)]
+
+    def one(im):
+        x = torch.from_numpy(np.array(im)).permute(2, 0, 1).float().div(127.5).sub(1).unsqueeze(0)
+        with torch.no_grad():
+            y = net(x)[0]
+        return Image.fromarray(((y.permute(1, 2, 0).numpy() + 1) / 2 * 255).clip(0, 255).astype(np.uint8))
+
+    one(images[0])  # warm-up
+    t0 = time.perf_counter()
+    for im in images:
+        one(im)
+    seconds = time.perf_counter() - t0
+    return {"side": "plain", "images_per_s": n_images / seconds, "seconds": seconds, "precision": "fp32",
+            "peak_rss_mb": peak_rss_mb()}
+
+
+def engine_translation(size: int, n_images: int, threads: int, ngf: int) -> dict:
+    import torch
+
+    from core.engines.gan.translate import Translator
+
+    torch.set_num_threads(threads)
+    net, spec = _generator(ngf)
+    tr = Translator(net, spec, device="cpu", amp="auto")
+    images = [im.resize((size, size)) for im in source_images(n_images, size)]
+    tr.translate(images[:1])  # warm-up
+    t0 = time.perf_counter()
+    tr.translate(images, batch_size=4)
+    seconds = time.perf_counter() - t0
+    return {"side": "engine", "images_per_s": n_images / seconds, "seconds": seconds,
+            "precision": tr.precision.name, "peak_rss_mb": peak_rss_mb()}
+
+
+# ---------------------------------------------------------------------------------------------------
+MEASURES = {"plain_training": plain_training, "engine_training": engine_training,
+            "plain_translation": plain_translation, "engine_translation": engine_translation}
+
+
+def _child(name: str, kwargs: dict, queue) -> None:
+    queue.put(MEASURES[name](**kwargs))
+
+
+def measure(name: str, **kwargs) -> dict:
+    """Run one measurement in a fresh process (its own allocator state and peak RSS)."""
+    ctx = mp.get_context("spawn")
+    queue = ctx.Queue()
+    proc = ctx.Process(target=_child, args=(name, kwargs, queue))
+    proc.start()
+    result = queue.get()
+    proc.join()
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="smoke run: small sizes, few iterations")
+    ap.add_argument("--size", type=int, default=128, help="training crop size")
+    ap.add_argument("--iterations", type=int, default=8, help="measured training iterations per side and round")
+    ap.add_argument("--translate-size", type=int, default=256)
+    ap.add_argument("--images", type=int, default=8, help="images per translation measurement")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--ngf", type=int, default=64)
+    ap.add_argument("--json", action="store_true")
+    a = ap.parse_args(argv)
+    if a.quick:
+        a.size, a.iterations, a.translate_size, a.images, a.rounds, a.ngf = 64, 2, 64, 4, 1, 16
+    train_kw = dict(size=a.size, iterations=a.iterations, warmup=2, threads=a.threads, ngf=a.ngf)
+    tr_kw = dict(size=a.translate_size, n_images=a.images, threads=a.threads, ngf=a.ngf)
+    print(f"CycleGAN ResNet-9 + PatchGAN, ngf {a.ngf}, {a.size} px training, {a.translate_size} px translation, "
+          f"{a.threads} threads, {a.rounds} rounds", flush=True)
+    runs: dict[str, list[dict]] = {k: [] for k in MEASURES}
+    for r in range(a.rounds):
+        for name in MEASURES:
+            res = measure(name, **(train_kw if name.endswith("training") else tr_kw))
+            runs[name].append(res)
+            rate = res.get("it_per_s", res.get("images_per_s"))
+            unit = "it/s" if "it_per_s" in res else "images/s"
+            print(f"round {r + 1} {name:20s} {rate:8.3f} {unit}  {res['precision']}  peak RSS {res['peak_rss_mb']:.0f} MB",
+                  flush=True)
+
+    def best(name: str, key: str) -> dict:
+        return max(runs[name], key=lambda x: x[key])
+
+    pt, et = best("plain_training", "it_per_s"), best("engine_training", "it_per_s")
+    px, ex = best("plain_translation", "images_per_s"), best("engine_translation", "images_per_s")
+    summary = {
+        "training": {"plain_it_per_s": pt["it_per_s"], "engine_it_per_s": et["it_per_s"],
+                     "ratio": et["it_per_s"] / pt["it_per_s"], "floor": 1.5,
+                     "plain_precision": pt["precision"], "engine_precision": et["precision"],
+                     "plain_peak_rss_mb": pt["peak_rss_mb"], "engine_peak_rss_mb": et["peak_rss_mb"]},
+        "translation": {"plain_images_per_s": px["images_per_s"], "engine_images_per_s": ex["images_per_s"],
+                        "ratio": ex["images_per_s"] / px["images_per_s"], "floor": 2.0,
+                        "plain_precision": px["precision"], "engine_precision": ex["precision"],
+                        "plain_peak_rss_mb": px["peak_rss_mb"], "engine_peak_rss_mb": ex["peak_rss_mb"]},
+        "threads": a.threads, "size": a.size, "translate_size": a.translate_size, "ngf": a.ngf, "quick": a.quick,
+    }
+    t, x = summary["training"], summary["translation"]
+    print(f"training    : engine {t['engine_it_per_s']:.3f} it/s ({t['engine_precision']}) vs plain "
+          f"{t['plain_it_per_s']:.3f} it/s ({t['plain_precision']}) = {t['ratio']:.2f}x (floor 1.5x)")
+    print(f"translation : engine {x['engine_images_per_s']:.3f} img/s ({x['engine_precision']}) vs plain "
+          f"{x['plain_images_per_s']:.3f} img/s ({x['plain_precision']}) = {x['ratio']:.2f}x (floor 2x)")
+    if a.json:
+        print(json.dumps(summary))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
