@@ -202,3 +202,10 @@ def test_posts_from_other_sites_are_refused(client, services: Services, celery_r
     resp = client.post("/api/v1/jobs", data=data, content_type="multipart/form-data",
                        headers={"Origin": "http://localhost"})
     assert resp.status_code == 202
+
+
+def test_random_weights_are_announced_on_style_jobs(client) -> None:
+    resp = post(client, kind="style_transfer", params={"size": 32, "steps": 5},
+                files={"content": ("c.png", png_bytes()), "style": ("s.png", png_bytes(30, 30, (20, 90, 200)))})
+    assert resp.status_code == 202, resp.get_json()
+    assert any("not artistic" in n for n in resp.get_json()["notices"])

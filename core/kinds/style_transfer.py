@@ -138,6 +138,9 @@ def run(ctx: "JobContext") -> None:
     ctx.set_metrics(metrics)
 
 
+RANDOM_WEIGHTS_NOTICE = ("This server runs VGG-19 with random weights (ATELIER_VGG19_WEIGHTS=random): the result "
+                         "shows the optimisation working, but it is not artistic.")
+
 KIND = JobKind(
     name="style_transfer",
     title="Style transfer",
@@ -150,6 +153,7 @@ KIND = JobKind(
     run=run,
     total_steps=total_steps,
     check=check,
+    notices=lambda settings: [RANDOM_WEIGHTS_NOTICE] if settings.vgg19_weights == "random" else [],
     description="Neural style transfer with VGG-19: L-BFGS or Adam, several styles, original colours, "
                 "coarse-to-fine schedule.",
 )
