@@ -160,7 +160,8 @@ def _read(path: str, field: str, loader: Any) -> Any:
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m atelier.cli_style_transfer ...``: the same command without the ``atelier`` wrapper."""
-    parser = argparse.ArgumentParser(prog="atelier style-transfer", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="atelier style-transfer",
+                                     description="Neural style transfer (Gatys et al.) on VGG-19. " + SCHEMA.description)
     configure(parser)
     return run(parser.parse_args(argv))
 

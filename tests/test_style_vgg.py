@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import sys
 import urllib.error
+from pathlib import Path
 
 import pytest
 import torch
@@ -156,6 +157,7 @@ def test_weights_status_is_cheap_and_torch_free(tmp_path):
 
     code = ("import sys; from core.engines.vgg import weights_status; "
             "print(weights_status('random')[0], weights_status('/nope.pth')[0]); assert 'torch' not in sys.modules")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
-                         env={"PATH": "/usr/bin:/bin", "TORCH_HOME": str(tmp_path), "PYTHONPATH": "."})
+    root = Path(__file__).resolve().parents[1]
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=root,
+                         env={"PATH": "/usr/bin:/bin", "TORCH_HOME": str(tmp_path), "PYTHONPATH": str(root)})
     assert out.stdout.split() == ["True", "False"]

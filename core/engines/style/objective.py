@@ -24,31 +24,37 @@ import torch.nn.functional as F
 from core.engines.vgg import VGG19Features
 
 
-class _SymmetricGram(torch.autograd.Function):
-    """G = M^T M / norm with a one-matmul backward.
+class _Gram(torch.autograd.Function):
+    """G = M^T M / norm in fp32, for M in the network's dtype, with a one-matmul backward.
 
-    Autograd's ``bmm`` backward computes the gradient for each operand separately (two matmuls) even
-    though both are ``M``; since G is symmetric, dL/dM = M (dG + dG^T) / norm is one matmul.
+    Forward: M is upcast to fp32 for the product, because G is compared with a target it is close to
+    and bf16 rounding of G would drown their difference. Backward: autograd's ``bmm`` would compute
+    a gradient per operand (two matmuls, although both are M); as G is symmetric,
+    dL/dM = M (dG + dG^T) / norm is one matmul, and it runs in M's dtype -- the gradient flows into
+    the network's backward in that dtype anyway, so a bf16 network gets its bf16 matmul speed here
+    too (what autocast would do), while an fp32 network stays fp32 throughout.
     """
 
     @staticmethod
-    def forward(ctx, m: torch.Tensor, norm: float) -> torch.Tensor:  # m (B, HW, C) -> (B, C, C)
+    def forward(ctx, m: torch.Tensor, norm: float) -> torch.Tensor:  # m (B, HW, C) -> (B, C, C) fp32
         ctx.save_for_backward(m)
         ctx.norm = norm
-        return torch.bmm(m.transpose(1, 2), m) / norm
+        m32 = m.float()
+        return torch.bmm(m32.transpose(1, 2), m32) / norm
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None]:  # grad (B, C, C) -> (B, HW, C)
         (m,) = ctx.saved_tensors
-        return torch.bmm(m, grad + grad.transpose(1, 2)) / ctx.norm, None
+        sym = ((grad + grad.transpose(1, 2)) / ctx.norm).to(m.dtype)  # (B, C, C): scale the small matrix
+        return torch.bmm(m, sym), None
 
 
 def gram(f: torch.Tensor) -> torch.Tensor:
     """(B, C, H, W) activations -> (B, C, C) fp32 Gram matrices F F^T / (C*H*W)."""
     b, c, h, w = f.shape
     # A channels_last tensor is physically (B, H, W, C): this permute+reshape is then a free view.
-    m = f.permute(0, 2, 3, 1).reshape(b, h * w, c).float()  # (B, HW, C)
-    return _SymmetricGram.apply(m, float(c * h * w))  # (B, C, C)
+    m = f.permute(0, 2, 3, 1).reshape(b, h * w, c)  # (B, HW, C) in the network's dtype
+    return _Gram.apply(m, float(c * h * w))  # (B, C, C) fp32
 
 
 def total_variation(x: torch.Tensor) -> torch.Tensor:
