@@ -10,7 +10,7 @@ import shutil
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from sqlalchemy import select
 
@@ -21,6 +21,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from core.services import Services
 
 TABLES = {"datasets": Dataset, "models": Model}
+_Row = TypeVar("_Row", Dataset, Model)
 
 
 def local_path(services: "Services", table: str, resource_id: str) -> Path:
@@ -48,31 +49,27 @@ def add_model(services: "Services", *, name: str, family: str, source_dir: Path,
               source_job_id: str | None = None) -> Model:
     """Copy a model directory into storage and register it."""
     model_id = new_id()
-    prefix = f"models/{model_id}"
-    services.storage.put_tree(prefix, source_dir)
-    model = Model(id=model_id, name=name[:255], family=family, path=prefix, meta=dict(meta),
-                  source_job_id=source_job_id)
-    try:
-        with services.sessions.begin() as s:
-            s.add(model)
-    except Exception:
-        services.storage.delete_prefix(prefix)
-        raise
-    return model
+    return _register(services, source_dir, Model(id=model_id, name=name[:255], family=family, path=f"models/{model_id}",
+                                                 meta=dict(meta), source_job_id=source_job_id))
 
 
 def add_dataset(services: "Services", *, name: str, layout: str, source_dir: Path, meta: Mapping[str, Any]) -> Dataset:
     dataset_id = new_id()
-    prefix = f"datasets/{dataset_id}"
-    services.storage.put_tree(prefix, source_dir)
-    ds = Dataset(id=dataset_id, name=name[:255], layout=layout, path=prefix, meta=dict(meta))
+    return _register(services, source_dir, Dataset(id=dataset_id, name=name[:255], layout=layout,
+                                                   path=f"datasets/{dataset_id}", meta=dict(meta)))
+
+
+def _register(services: "Services", source_dir: Path, row: _Row) -> _Row:
+    """Copy ``source_dir`` to the row's storage prefix, then insert the row; no row without its files,
+    and no files left behind when the insert fails."""
+    services.storage.put_tree(row.path, source_dir)
     try:
         with services.sessions.begin() as s:
-            s.add(ds)
+            s.add(row)
     except Exception:
-        services.storage.delete_prefix(prefix)
+        services.storage.delete_prefix(row.path)
         raise
-    return ds
+    return row
 
 
 class ScratchDir:

@@ -12,8 +12,10 @@ import hashlib
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
+from typing import BinaryIO
 
 
 @dataclass(frozen=True)
@@ -40,40 +42,39 @@ class LocalStorage:
         """Local filesystem path of ``key`` (for engines that want a path, e.g. checkpoints)."""
         return self.root / _check_key(key)
 
-    def put_bytes(self, key: str, data: bytes) -> StoredObject:
+    def _write_atomically(self, key: str, write: Callable[[BinaryIO], object]) -> None:
+        """Write through ``write(fh)`` to a temp file beside the target, fsync, then rename over it."""
         target = self.path(key)
         target.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
         try:
             with os.fdopen(fd, "wb") as fh:
-                fh.write(data)
+                write(fh)
                 fh.flush()
                 os.fsync(fh.fileno())
             os.replace(tmp, target)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
+
+    def put_bytes(self, key: str, data: bytes) -> StoredObject:
+        self._write_atomically(key, lambda fh: fh.write(data))
         return StoredObject(key, len(data), hashlib.sha256(data).hexdigest())
 
     def put_file(self, key: str, source: Path) -> StoredObject:
         """Copy a local file in atomically (hashing as it goes)."""
-        target = self.path(key)
-        target.parent.mkdir(parents=True, exist_ok=True)
         digest = hashlib.sha256()
         size = 0
-        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-        try:
-            with os.fdopen(fd, "wb") as out, open(source, "rb") as src:
+
+        def copy(out: BinaryIO) -> None:
+            nonlocal size
+            with open(source, "rb") as src:
                 while chunk := src.read(1 << 20):
                     digest.update(chunk)
                     size += len(chunk)
                     out.write(chunk)
-                out.flush()
-                os.fsync(out.fileno())
-            os.replace(tmp, target)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+
+        self._write_atomically(key, copy)
         return StoredObject(key, size, digest.hexdigest())
 
     def put_tree(self, prefix: str, source_dir: Path) -> list[StoredObject]:

@@ -48,6 +48,18 @@ def register_error_handlers(app: Flask) -> None:
 
 
 # -- submitting -----------------------------------------------------------------------------------
+def json_object_field(name: str) -> dict[str, Any]:
+    """A multipart/form field holding a JSON object (empty = ``{}``); 400 naming the field otherwise."""
+    raw = request.form.get(name, "")
+    try:
+        value = json.loads(raw) if raw.strip() else {}
+    except json.JSONDecodeError as exc:
+        raise UserError(f"{name} is not valid JSON: {exc.msg}", name, 400) from None
+    if not isinstance(value, dict):
+        raise UserError(f"{name} must be a JSON object", name, 400)
+    return value
+
+
 def _read_submission() -> tuple[Any, Any, list[Upload]]:
     """``(kind, params, uploads)`` from a multipart form or a JSON body."""
     if request.mimetype == "application/json":
@@ -57,13 +69,7 @@ def _read_submission() -> tuple[Any, Any, list[Upload]]:
         return body.get("kind"), body.get("params") or {}, []
     if request.mimetype not in ("multipart/form-data", "application/x-www-form-urlencoded"):
         raise UserError("send multipart/form-data (with files) or application/json", None, 415)
-    raw = request.form.get("params", "")
-    try:
-        params = json.loads(raw) if raw.strip() else {}
-    except json.JSONDecodeError as exc:
-        raise UserError(f"params is not valid JSON: {exc.msg}", "params", 400) from None
-    if not isinstance(params, dict):
-        raise UserError("params must be a JSON object", "params", 400)
+    params = json_object_field("params")
     uploads = [Upload(role=field, filename=f.filename or field, data=f.read(), content_type=f.mimetype or "")
                for field, f in request.files.items(multi=True)]
     return request.form.get("kind"), params, uploads

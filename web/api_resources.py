@@ -4,7 +4,6 @@ download and import generators for ``translate`` jobs."""
 from __future__ import annotations
 
 import io
-import json
 import zipfile
 from pathlib import Path
 
@@ -16,6 +15,7 @@ from core.errors import UserError
 from core.jobs.runner import safe_filename
 from core.kinds.gan import IMPORT_SCHEMA
 from web import deps
+from web.api import json_object_field
 from web.serialize import dataset_json, model_json
 
 bp = Blueprint("resources", __name__, url_prefix="/api/v1")
@@ -120,14 +120,7 @@ def import_model():  # type: ignore[no-untyped-def]
     suffix = Path(upload.filename).suffix.lower()
     if suffix not in (".pth", ".pt", ".safetensors"):
         raise UserError("the generator file must be .pth, .pt or .safetensors", "file", 415)
-    raw = request.form.get("options", "")
-    try:
-        options = json.loads(raw) if raw.strip() else {}
-    except json.JSONDecodeError as exc:
-        raise UserError(f"options is not valid JSON: {exc.msg}", "options", 400) from None
-    if not isinstance(options, dict):
-        raise UserError("options must be a JSON object", "options", 400)
-    opts = IMPORT_SCHEMA.validate(options)
+    opts = IMPORT_SCHEMA.validate(json_object_field("options"))
     name = opts.get("name") or Path(upload.filename).stem
     services = deps.services()
     with resources.ScratchDir(services) as scratch:
