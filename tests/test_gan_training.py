@@ -38,7 +38,7 @@ DRIVER = textwrap.dedent("""
     from core.engines.progress import Progress
 
     data_dir, out_dir, log_path, delay = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3], float(sys.argv[4])
-    opts = TrainOptions(netG="resnet_2blocks", ngf=4, ndf=4, crop_size=16, load_size=20, batch_size=2,
+    opts = TrainOptions(netG="resnet_2blocks", ngf=4, ndf=4, crop_size=24, load_size=28, batch_size=2,
                         iterations=30, checkpoint_every=10, dropout=True, pool_size=3, seed=7)
     log = open(log_path, "a")
 
@@ -68,7 +68,7 @@ def _losses(log: Path) -> dict[int, dict[str, float]]:
 
 
 def test_killed_training_resumes_exactly(tmp_path: Path) -> None:
-    data = tiny_unpaired_dir(tmp_path / "data", short_side=24)
+    data = tiny_unpaired_dir(tmp_path / "data", short_side=32)
     script = tmp_path / "driver.py"
     script.write_text(DRIVER.format(repo=str(REPO_ROOT)))
 
@@ -144,9 +144,9 @@ def test_rng_states_roundtrip_through_weights_only(tmp_path: Path) -> None:
 
 
 def _tiny(tmp_path: Path, **kw) -> tuple[TrainOptions, UnpairedData]:
-    opts = TrainOptions(**{"netG": "resnet_2blocks", "ngf": 4, "ndf": 4, "crop_size": 16, "load_size": 20,
+    opts = TrainOptions(**{"netG": "resnet_2blocks", "ngf": 4, "ndf": 4, "crop_size": 24, "load_size": 28,
                            "iterations": 4, "checkpoint_every": 2, **kw})
-    a, b = unpaired_files(tiny_unpaired_dir(tmp_path / "data", short_side=24))
+    a, b = unpaired_files(tiny_unpaired_dir(tmp_path / "data", short_side=32))
     return opts, UnpairedData(a, b, opts.preprocess_spec(), opts.seed)
 
 
@@ -169,8 +169,8 @@ def test_progress_previews_and_cancel(tmp_path: Path) -> None:
     assert [s[0] for s in progress.steps] == list(range(1, 7)) and progress.steps[-1][1] == 6
     assert set(progress.steps[0][2]) == {"D_A", "G_A", "cycle_A", "idt_A", "D_B", "G_B", "cycle_B", "idt_B"}
     assert [p[0] for p in progress.previews] == [2, 4, 6]
-    assert progress.previews[0][1].size == (16 * 3 + 4, 16 * 2 + 2)  # real A, fake B, rec A / B side
-    assert result.final_sample(data).size[0] == 16 * 6 + 10
+    assert progress.previews[0][1].size == (24 * 3 + 4, 24 * 2 + 2)  # real A, fake B, rec A / B side
+    assert result.final_sample(data).size[0] == 24 * 6 + 10
     with pytest.raises(Cancelled):
         train(TrainOptions(**{**opts.to_dict(), "iterations": 9}), data, tmp_path / "ck",
               RecordingProgress(cancel_after=1), device="cpu")

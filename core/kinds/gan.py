@@ -185,6 +185,10 @@ def check_train(params: Mapping[str, Any], uploads: list[UploadInfo] | None = No
             raise UserError(f"{net} needs a crop size that is a multiple of {need}, got {size}", "size")
     elif size % 4:
         raise UserError(f"ResNet generators need a crop size that is a multiple of 4, got {size}", "size")
+    n = {"basic": 3, "n_layers": params["n_layers_D"], "pixel": 0}[params["netD"]]
+    if n and size < 3 * 2**n:
+        raise UserError(f"crop size {size} is too small for the {params['netD']} discriminator ({n} layers); "
+                        f"use at least {3 * 2**n}", "size")
     if pre in ("resize_and_crop", "scale_width_and_crop") and resolved_load_size(params) < size:
         raise UserError(f"load_size ({params['load_size']}) must be at least the crop size ({size})", "load_size")
 

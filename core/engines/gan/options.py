@@ -63,6 +63,10 @@ class TrainOptions:
         parse_generator_name(self.netG)
         if self.iterations is not None and self.epochs is not None:
             raise ValueError("give iterations or epochs, not both")
+        if self.crop_size < self.min_crop_size():
+            raise ValueError(f"crop size {self.crop_size} is too small for a {self.netD} discriminator with "
+                             f"{self.n_layers_D if self.netD == 'n_layers' else 3} layers; use at least "
+                             f"{self.min_crop_size()}")
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "TrainOptions":
@@ -71,6 +75,12 @@ class TrainOptions:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    def min_crop_size(self) -> int:
+        """A PatchGAN halves the size n times, then a 4x4 convolution removes one pixel; its norm needs
+        at least 2x2 values left, so crops must be at least 3 * 2**n pixels."""
+        n = {"basic": 3, "n_layers": self.n_layers_D, "pixel": 0}.get(self.netD, 3)
+        return 3 * 2**n if n else 1
 
     def generator_spec(self) -> GeneratorSpec:
         return GeneratorSpec.from_name(self.netG, ngf=self.ngf, norm=self.norm, dropout=self.dropout)
