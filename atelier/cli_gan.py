@@ -132,12 +132,14 @@ def _translate(args: argparse.Namespace, settings: Any, resolve_model: ModelReso
         tmp.replace(target)
         written.append(str(target))
     if not args.json:
-        print(f"translated {len(images)} images {direction} with {spec.name} ({translator.precision.name}) "
+        print(f"translated {len(images)} images {direction} with {spec.name} "
+              f"({'+'.join(sorted(translator.precisions_used))}) "
               f"in {seconds:.2f} s -> {out_dir}", file=sys.stderr)
     else:
         print(json.dumps({"images": len(images), "seconds": round(seconds, 4),
                           "images_per_s": round(len(images) / max(seconds, 1e-9), 4), "direction": direction,
-                          "generator": spec.name, "precision": translator.precision.name, "outputs": written}))
+                          "generator": spec.name, "precision": "+".join(sorted(translator.precisions_used)),
+                          "outputs": written}))
     return 0
 
 

@@ -133,8 +133,9 @@ def _unzip(data: bytes, label: str, limits: IngestLimits, report: _Report, budge
             raise UserError(f"{label} unpacks to {declared / 2**20:,.0f} MiB; the limit is "
                             f"{limits.max_total_bytes / 2**20:,.0f} MiB", "file", 413)
         for info in infos:
-            if info.file_size > limits.ratio_min_bytes and info.file_size > limits.max_ratio * max(info.compress_size, 1):
-                raise UserError(f"{info.filename}: compressed {info.file_size / max(info.compress_size, 1):,.0f} to 1, "
+            ratio = info.file_size / max(info.compress_size, 1)
+            if info.file_size > limits.ratio_min_bytes and ratio > limits.max_ratio:
+                raise UserError(f"{info.filename}: compressed {ratio:,.0f} to 1, "
                                 "implausible for an image; the upload looks like a zip bomb and was refused",
                                 "file", 413)
         for info in infos:
@@ -163,7 +164,11 @@ def _unzip(data: bytes, label: str, limits: IngestLimits, report: _Report, budge
                 report.reject(rel, f"{info.file_size / 2**20:.0f} MiB; the limit per image is "
                                    f"{limits.max_file_bytes / 2**20:.0f} MiB")
                 continue
-            content = _read_member(zf, info, limits.max_file_bytes)
+            try:
+                content = _read_member(zf, info, limits.max_file_bytes)
+            except (zipfile.BadZipFile, EOFError, OSError, NotImplementedError, RuntimeError) as exc:
+                report.reject(rel, f"damaged archive member ({exc.__class__.__name__})")
+                continue
             budget[0] -= len(content)
             yield _Member(rel, content)
 
@@ -293,7 +298,8 @@ def _ingest_unpaired(members: list[_Member], writer: _Writer, limits: IngestLimi
     return {"counts": counts, "image_size": {"min": sizes.min, "max": sizes.max}}
 
 
-def _ingest_paired_folders(members: list[_Member], writer: _Writer, limits: IngestLimits, report: _Report) -> dict[str, Any]:
+def _ingest_paired_folders(members: list[_Member], writer: _Writer, limits: IngestLimits,
+                           report: _Report) -> dict[str, Any]:
     sides: dict[str, dict[str, _Member]] = {"A": {}, "B": {}}
     for m in members:
         first, _, rest = m.name.partition("/")
@@ -336,7 +342,8 @@ def _ingest_paired_folders(members: list[_Member], writer: _Writer, limits: Inge
     return {"counts": {"pairs": pairs}, "image_size": {"min": sizes.min, "max": sizes.max}, "source": "folders"}
 
 
-def _ingest_side_by_side(members: list[_Member], writer: _Writer, limits: IngestLimits, report: _Report) -> dict[str, Any]:
+def _ingest_side_by_side(members: list[_Member], writer: _Writer, limits: IngestLimits,
+                         report: _Report) -> dict[str, Any]:
     pairs, sizes = 0, _Sizes()
     for m in members:
         first = m.name.split("/", 1)[0].lower()

@@ -3,17 +3,30 @@
 from __future__ import annotations
 
 import shutil
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pytest
+import torch
 from PIL import Image
 
 from core.kinds.context import LocalJobContext
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 PHOTO_DIR = REPO_ROOT / "web" / "static" / "examples" / "content"
+
+
+@pytest.fixture(autouse=True)
+def single_thread() -> Iterator[None]:
+    """Tiny networks gain nothing from a second thread, and on a shared 2-core machine a two-thread
+    OpenMP run next to a busy neighbour is ~10x slower (threads spin at every barrier). One thread also
+    makes results independent of the core count. Imported by the GAN test modules (autouse)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 def photo_paths() -> list[Path]:
@@ -67,8 +80,8 @@ class ResourceContext(LocalJobContext):
     """A local job context whose datasets/models are plain directories and whose registered models are
     copied next to the outputs (what the job layer does with storage and rows)."""
 
-    def __init__(self, params: Mapping[str, Any], out_dir: Path, resources: Mapping[tuple[str, str], Path] | None = None,
-                 **kw: Any) -> None:
+    def __init__(self, params: Mapping[str, Any], out_dir: Path,
+                 resources: Mapping[tuple[str, str], Path] | None = None, **kw: Any) -> None:
         super().__init__(params, kw.pop("inputs", []), out_dir, **kw)
         self.resources = dict(resources or {})
         self.registered: list[dict[str, Any]] = []

@@ -12,6 +12,7 @@ from PIL import Image
 from atelier import cli_gan
 from core.settings import Settings
 from tests.gan_support import noise_image, tiny_paired_dir, tiny_unpaired_dir
+from tests.gan_support import single_thread  # noqa: F401 - autouse fixture: one torch thread
 
 TINY = ["--size", "24", "--load-size", "28", "--ngf", "4", "--ndf", "4", "--netG", "resnet_6blocks",
         "--checkpoint-every", "2"]
@@ -86,7 +87,8 @@ def test_cli_errors_are_messages_not_tracebacks(tmp_path: Path, capsys: pytest.C
                               "-o", str(tmp_path / "t")], capsys)
     assert code == 1 and "model ids are looked up" in err
     resolved = []
-    code, out, err = run_cli(["translate", "--model", "abc", str(data / "trainA" / "a000.png"), "-o", str(tmp_path / "t")],
+    code, out, err = run_cli(["translate", "--model", "abc", str(data / "trainA" / "a000.png"),
+                              "-o", str(tmp_path / "t")],
                              capsys, resolve=lambda mid, settings: resolved.append(mid) or tmp_path / "missing")
     assert resolved == ["abc"] and code == 1
 

@@ -99,6 +99,15 @@ def test_unreadable_and_small_images_are_reported(tmp_path: Path) -> None:
     assert report["counts"] == {"A": 1, "B": 1} and report["rejected_count"] == 3
 
 
+def test_damaged_archive_members_are_reported(tmp_path: Path) -> None:
+    data = bytearray(make_zip({"A/a.png": png(), "B/b.png": png(seed=1), "B/c.png": png(seed=2)}))
+    at = data.find(b"B/c.png") + len("B/c.png") + 50  # inside c.png's stored bytes: its CRC no longer matches
+    data[at:at + 20] = bytes(20)
+    report = ingest_dataset(bytes(data), tmp_path / "ds", "unpaired")
+    assert report["counts"] == {"A": 1, "B": 1}
+    assert reasons(report) == {"B/c.png": "damaged archive member (BadZipFile)"}
+
+
 def test_nothing_usable_is_a_user_error(tmp_path: Path) -> None:
     data = make_zip({"A/good.png": png(), "B/bad.png": b"nope"})
     with pytest.raises(UserError) as err:

@@ -14,6 +14,7 @@ from core.errors import UserError
 from core.kinds import gan as kinds
 from core.kinds.context import InputFile
 from tests.gan_support import REPO_ROOT, ResourceContext, noise_image, tiny_paired_dir, tiny_unpaired_dir
+from tests.gan_support import single_thread  # noqa: F401 - autouse fixture: one torch thread
 
 TINY = {"size": 24, "load_size": 28, "ngf": 4, "ndf": 4, "netG": "resnet_6blocks", "checkpoint_every": 2}
 
@@ -27,11 +28,14 @@ def test_kinds_module_imports_no_torch() -> None:
 
 def test_schemas_use_the_reference_names_and_defaults() -> None:
     c = kinds.CYCLEGAN_SCHEMA.defaults()
-    assert (c["netG"], c["norm"], c["gan_mode"], c["dropout"], c["pool_size"]) == ("resnet_9blocks", "instance", "lsgan", False, 50)
+    assert (c["netG"], c["norm"], c["gan_mode"], c["dropout"], c["pool_size"]) == \
+        ("resnet_9blocks", "instance", "lsgan", False, 50)
     assert (c["lambda_A"], c["lambda_B"], c["lambda_identity"], c["lr"], c["beta1"]) == (10.0, 10.0, 0.5, 2e-4, 0.5)
     p = kinds.PIX2PIX_SCHEMA.defaults()
-    assert (p["netG"], p["norm"], p["gan_mode"], p["dropout"], p["lambda_L1"]) == ("unet_256", "batch", "vanilla", True, 100.0)
-    assert kinds.CYCLEGAN_KIND.references == {"dataset": "dataset"} and kinds.TRANSLATE_KIND.references == {"model": "model"}
+    assert (p["netG"], p["norm"], p["gan_mode"], p["dropout"], p["lambda_L1"]) == \
+        ("unet_256", "batch", "vanilla", True, 100.0)
+    assert kinds.CYCLEGAN_KIND.references == {"dataset": "dataset"}
+    assert kinds.TRANSLATE_KIND.references == {"model": "model"}
     assert [k.name for k in kinds.KINDS] == ["cyclegan_train", "pix2pix_train", "translate"]
     assert kinds.TRANSLATE_KIND.inputs[0].role == "images" and kinds.TRANSLATE_KIND.inputs[0].multiple
 

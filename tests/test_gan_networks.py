@@ -16,12 +16,14 @@ from core.engines.gan import data, losses, networks, precision
 from core.engines.gan.networks import DiscriminatorSpec, GeneratorSpec, InstanceNorm2d, ReflectionPad2d
 from core.engines.gan.weights import infer_spec
 from core.kinds import gan as kinds
+from tests.gan_support import single_thread  # noqa: F401 - autouse fixture: one torch thread
 
 RESNET_9BLOCKS_NGF64 = """
 model.1.weight:64x3x7x7 model.1.bias:64 model.4.weight:128x64x3x3 model.4.bias:128 model.7.weight:256x128x3x3
 model.7.bias:256
 """ + "".join(f" model.{i}.conv_block.1.weight:256x256x3x3 model.{i}.conv_block.1.bias:256"
-              f" model.{i}.conv_block.5.weight:256x256x3x3 model.{i}.conv_block.5.bias:256" for i in range(10, 19)) + """
+              f" model.{i}.conv_block.5.weight:256x256x3x3 model.{i}.conv_block.5.bias:256"
+              for i in range(10, 19)) + """
 model.19.weight:256x128x3x3 model.19.bias:128 model.22.weight:128x64x3x3 model.22.bias:64 model.26.weight:3x64x7x7
 model.26.bias:3
 """
@@ -124,7 +126,8 @@ def test_init_is_normal_0_002() -> None:
                                 generator=torch.Generator().manual_seed(0))
     w = net.model[1].weight.detach()
     assert abs(float(w.mean())) < 2e-3 and abs(float(w.std()) - 0.02) < 2e-3
-    assert abs(float(net.model[2].weight.detach().mean()) - 1.0) < 0.01 and float(net.model[2].bias.detach().abs().max()) == 0
+    bn = net.model[2]
+    assert abs(float(bn.weight.detach().mean()) - 1.0) < 0.01 and float(bn.bias.detach().abs().max()) == 0
 
 
 def test_instance_norm_channels_last_equals_reference() -> None:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from PIL import Image
 
 from core.engines.gan.checkpoint import latest_checkpoint, save_checkpoint
 from core.engines.gan.networks import GeneratorSpec, init_weights
@@ -16,6 +17,7 @@ from core.engines.gan.weights import ArchitectureMismatch, import_generator, loa
 from core.errors import JobFailure, UserError
 from core.kinds import gan as kinds
 from tests.gan_support import noise_image
+from tests.gan_support import single_thread  # noqa: F401 - autouse fixture: one torch thread
 
 
 def _reference_file(path: Path, netG: str = "resnet_9blocks", **kw) -> tuple[torch.nn.Module, GeneratorSpec]:
@@ -155,8 +157,10 @@ def test_safetensors_file_translates_like_the_model_dir(tmp_path: Path) -> None:
     _reference_file(src, "resnet_6blocks", ngf=8)
     import_generator(src, tmp_path / "model", {})
     img = noise_image(20, 12)
-    a = Translator(*load_generator(tmp_path / "model")[:2], device="cpu", amp="fp32").translate([img])[0]
-    b = Translator(*load_generator(tmp_path / "model" / "G_A.safetensors")[:2], device="cpu", amp="fp32").translate([img])[0]
+    def translate(path: Path) -> Image.Image:
+        return Translator(*load_generator(path)[:2], device="cpu", amp="fp32").translate([img])[0]
+
+    a, b = translate(tmp_path / "model"), translate(tmp_path / "model" / "G_A.safetensors")
     assert a.tobytes() == b.tobytes()
     with pytest.raises(UserError, match="only AtoB"):
         load_generator(tmp_path / "model", "BtoA")

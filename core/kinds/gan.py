@@ -104,8 +104,10 @@ CYCLEGAN_SCHEMA = Schema(
     description="Train CycleGAN on an unpaired dataset (two folders of images): learns A->B and B->A.",
     params=(
         *_common_train_params("cyclegan"),
-        Param("lambda_A", "float", 10.0, "Weight of the cycle loss A->B->A", minimum=0.0, maximum=1000.0, advanced=True),
-        Param("lambda_B", "float", 10.0, "Weight of the cycle loss B->A->B", minimum=0.0, maximum=1000.0, advanced=True),
+        Param("lambda_A", "float", 10.0, "Weight of the cycle loss A->B->A", minimum=0.0, maximum=1000.0,
+              advanced=True),
+        Param("lambda_B", "float", 10.0, "Weight of the cycle loss B->A->B", minimum=0.0, maximum=1000.0,
+              advanced=True),
         Param("lambda_identity", "float", 0.5, "Weight of the identity loss, relative to the cycle weights (0 "
               "turns it off)", minimum=0.0, maximum=100.0, advanced=True),
         Param("pool_size", "int", 50, "Generated images kept for the discriminators (0: no history)",
@@ -328,11 +330,14 @@ def run_translate(ctx: "JobContext") -> None:
         raise UserError("at least one image is required", "images")
     net, spec, direction = load_generator(ctx.resource_path("models", params["model"]), params["direction"])
     translator = Translator(net, spec, device=_device(params, ctx), amp=params["amp"])
-    ctx.progress.log(f"translating {len(files)} images {direction} with {spec.name} on "
-                     f"{translator.precision.device.type} ({translator.precision.name})")
+    prec = translator.precision
+    small = ", float32 for images under 128x128 pixels" if translator.small_images_fp32 else ""
+    ctx.progress.log(f"translating {len(files)} images {direction} with {spec.name} on {prec.device.type} "
+                     f"({prec.name}{small})")
     # Submit stores inputs as "images-<i>-<original>"; outputs are named after the original.
     names = output_names([re.sub(r"^images-\d+-", "", f.name) for f in files])
     t0, done, chunk = time.perf_counter(), 0, 16  # decode a chunk at a time: bounded memory
+    used: set[str] = set()
     for start in range(0, len(files), chunk):
         part = files[start:start + chunk]
         images = [ctx.load_image(f) for f in part]
@@ -345,13 +350,15 @@ def run_translate(ctx: "JobContext") -> None:
 
         for name, out in zip(names[start:start + chunk], translator.translate(images, params["batch_size"], on_done)):
             ctx.save_output(name, encode_png(out), "image/png")
+        used |= translator.precisions_used
         done += len(part)
     seconds = time.perf_counter() - t0
     ctx.set_metrics({"images": len(files), "seconds": round(seconds, 3), "images_per_s": round(len(files) / seconds, 3),
-                     "direction": direction, "precision": translator.precision.name, "generator": spec.name})
+                     "direction": direction, "precision": "+".join(sorted(used)), "generator": spec.name})
 
 
-def import_generator(src_path: Path, dest_dir: Path, options_override: Mapping[str, Any] | None = None) -> dict[str, Any]:
+def import_generator(src_path: Path, dest_dir: Path,
+                     options_override: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """Import a reference generator file into a new model directory; returns the model meta.
 
     ``options_override`` takes :data:`IMPORT_SCHEMA`'s parameters (validated here); empty values are

@@ -74,4 +74,5 @@ def choose_precision(device: torch.device, amp: str = "auto", training: bool = T
     # NHWC everywhere except CPU bf16 *training*, where the NHWC backward of (group-)norm is slow
     # (measured 1.5x slower per CycleGAN step than NCHW). Inference in NHWC is 1.8x faster there.
     channels_last = cuda or dtype is None or not training
-    return Precision(device=device, dtype=dtype, channels_last=channels_last, use_scaler=cuda and dtype is torch.float16)
+    return Precision(device=device, dtype=dtype, channels_last=channels_last,
+                     use_scaler=cuda and dtype is torch.float16)

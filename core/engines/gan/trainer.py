@@ -113,7 +113,8 @@ def _check_resumable(ckpt: dict[str, Any], opts: TrainOptions, fingerprint: str,
     if ckpt.get("data_fingerprint") != fingerprint:
         raise JobFailure(f"the checkpoints in {where} were made with other training images; use another "
                          "output directory, or delete the checkpoints to start over")
-    return [f"{k} changed from {saved.get(k)!r} to {current[k]!r}" for k in RESUMABLE_CHANGES if saved.get(k) != current[k]]
+    return [f"{k} changed from {saved.get(k)!r} to {current[k]!r}"
+            for k in sorted(RESUMABLE_CHANGES) if saved.get(k) != current[k]]
 
 
 def _fmt_eta(seconds: float) -> str:
@@ -136,7 +137,6 @@ def train(opts: TrainOptions, data: TrainingData, checkpoint_dir: Path, progress
     precision = precision or choose_precision(resolve_device(device), opts.amp)
     dev = precision.device
     total = opts.total_iterations(len(data))
-    per_epoch = opts.iterations_per_epoch(len(data))
     fp = data.fingerprint()
 
     # Global streams are seeded for a fresh run (dropout draws from torch's); a resume restores them.
@@ -161,7 +161,10 @@ def train(opts: TrainOptions, data: TrainingData, checkpoint_dir: Path, progress
                  f"discriminator, {opts.crop_size} px, batch {opts.batch_size}, {total} iterations on {dev.type} "
                  f"({precision.name}), {len(data)} samples per epoch")
 
-    sink = _LossSink(progress, total, flush_every=25 if dev.type == "cuda" else 1)
+    cuda = dev.type == "cuda"
+    if cuda:  # fixed crop sizes: let cuDNN pick the fastest convolution algorithms once
+        torch.backends.cudnn.benchmark = True
+    sink = _LossSink(progress, total, flush_every=25 if cuda else 1)
     sink.last = sink_last
     fmt = precision.memory_format()
 
@@ -182,6 +185,8 @@ def train(opts: TrainOptions, data: TrainingData, checkpoint_dir: Path, progress
         a_u8, b_u8 = data.batch(epoch, pos, opts.batch_size)
         if opts.family == "pix2pix" and opts.direction == "BtoA":
             a_u8, b_u8 = b_u8, a_u8
+        if cuda:  # page-locked buffers make the host->device copies truly asynchronous
+            a_u8, b_u8 = a_u8.pin_memory(), b_u8.pin_memory()
         real_A = to_model_range(a_u8.to(dev, non_blocking=True)).contiguous(memory_format=fmt)
         real_B = to_model_range(b_u8.to(dev, non_blocking=True)).contiguous(memory_format=fmt)
         losses = model.train_step(real_A, real_B)

@@ -11,7 +11,8 @@ sum of absolute differences of neighbouring pixels, c_l / w_l are per-layer weig
 b_i the style blend weights (normalised to 1; with one style this is the plain Gatys objective).
 
 The network may run in bf16 (the model's dtype), but Gram matrices, differences and sums are always
-fp32: targets and activations agree closely, and rounding their *difference* to bf16 would drown it.
+computed in fp32: targets and activations agree closely, and rounding their *difference* to bf16 would
+drown it. Gradients flow back in the network's dtype (see :class:`_Gram`).
 """
 
 from __future__ import annotations
