@@ -32,6 +32,22 @@ def _check_key(key: str) -> str:
     return key
 
 
+def write_atomically(target: Path, write: Callable[[BinaryIO], object]) -> None:
+    """Write through ``write(fh)`` to a temp file beside ``target``, fsync, then rename over it: readers see
+    the old file or the new one, never half of one. Shared by storage, checkpoints and local outputs."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            write(fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
 class LocalStorage:
     """Storage in a local directory (the default; shared by web and workers on one machine or NFS)."""
 
@@ -43,19 +59,7 @@ class LocalStorage:
         return self.root / _check_key(key)
 
     def _write_atomically(self, key: str, write: Callable[[BinaryIO], object]) -> None:
-        """Write through ``write(fh)`` to a temp file beside the target, fsync, then rename over it."""
-        target = self.path(key)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                write(fh)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, target)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        write_atomically(self.path(key), write)
 
     def put_bytes(self, key: str, data: bytes) -> StoredObject:
         self._write_atomically(key, lambda fh: fh.write(data))

@@ -140,16 +140,10 @@ def run_job(services: Services, job_id: str, worker_id: str) -> RunOutcome:
 
 def _execute(services: Services, kind: Any, ctx: StoredJobContext, progress: JobProgress, job_id: str,
              worker_id: str) -> RunOutcome:
-    sf = services.sessions
     try:
         kind.run(ctx)
     except Cancelled:
-        progress.flush()
-        if progress.lease_lost.is_set():
-            return RunOutcome("lost")
-        repo.finish(sf, job_id, worker_id, "canceled", metrics=_merged(progress, ctx))
-        repo.add_event(sf, job_id, "canceled at the user's request")
-        return RunOutcome("canceled")
+        return _conclude(services, progress, ctx, job_id, worker_id, "canceled", "canceled at the user's request")
     except AtelierError as exc:
         return _fail(services, progress, ctx, job_id, worker_id, str(exc))
     except MemoryError:
@@ -164,12 +158,18 @@ def _execute(services: Services, kind: Any, ctx: StoredJobContext, progress: Job
             reason = (f"The job stopped because of an internal error ({exc.__class__.__name__}). "
                       "The worker log has the details; please report it if it happens again.")
         return _fail(services, progress, ctx, job_id, worker_id, reason)
+    return _conclude(services, progress, ctx, job_id, worker_id, "succeeded", "succeeded")
+
+
+def _conclude(services: Services, progress: JobProgress, ctx: StoredJobContext, job_id: str, worker_id: str,
+              status: str, event: str) -> RunOutcome:
+    """End a job that stopped normally (succeeded or canceled) unless another worker owns it by now."""
     progress.flush()
     if progress.lease_lost.is_set():
         return RunOutcome("lost")
-    repo.finish(sf, job_id, worker_id, "succeeded", metrics=_merged(progress, ctx))
-    repo.add_event(sf, job_id, "succeeded")
-    return RunOutcome("succeeded")
+    repo.finish(services.sessions, job_id, worker_id, status, metrics=_merged(progress, ctx))
+    repo.add_event(services.sessions, job_id, event)
+    return RunOutcome(status)
 
 
 def _merged(progress: JobProgress, ctx: StoredJobContext) -> dict[str, Any]:

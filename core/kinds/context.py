@@ -7,7 +7,6 @@ touch the database or storage directly, so they are easy to test with :class:`Lo
 from __future__ import annotations
 
 import abc
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +16,7 @@ from PIL import Image
 
 from core.engines.progress import Progress
 from core.images import decode_image
+from core.storage import write_atomically
 
 
 @dataclass(frozen=True)
@@ -82,10 +82,7 @@ class LocalJobContext(JobContext):
         self.metrics: dict[str, Any] = {}
 
     def save_output(self, name: str, data: bytes, content_type: str) -> None:
-        target = self.out_dir / name
-        tmp = target.with_name(f".{target.name}.tmp")
-        tmp.write_bytes(data)
-        os.replace(tmp, target)
+        write_atomically(self.out_dir / name, lambda fh: fh.write(data))
         self.outputs[name] = (content_type, len(data))
 
     def set_metrics(self, metrics: Mapping[str, Any]) -> None:

@@ -14,7 +14,6 @@ from __future__ import annotations
 import os
 import random
 import re
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +21,7 @@ import numpy as np
 import torch
 
 from core.errors import JobFailure
+from core.storage import write_atomically
 
 _NAME = re.compile(r"^ckpt_(\d{9})\.pt$")
 KEEP = 2
@@ -44,16 +44,7 @@ def save_checkpoint(directory: Path, iteration: int, state: dict[str, Any], keep
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     target = checkpoint_path(directory, iteration)
-    fd, tmp_name = tempfile.mkstemp(prefix=".ckpt_", suffix=".tmp", dir=directory)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            torch.save(state, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp_name, target)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
+    write_atomically(target, lambda fh: torch.save(state, fh))
     _fsync_dir(directory)
     for old in list_checkpoints(directory)[keep:]:
         old.unlink(missing_ok=True)
