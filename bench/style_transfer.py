@@ -38,7 +38,8 @@ import torchvision
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from core.engines.style.engine import resolve_device, to_tensor  # noqa: E402
+from core.engines.device import resolve_device  # noqa: E402
+from core.engines.style.engine import to_tensor  # noqa: E402
 from core.engines.style.objective import Objective  # noqa: E402
 from core.engines.style.options import StyleOptions, parse_layers  # noqa: E402
 from core.engines.style_transfer import stylize  # noqa: E402

@@ -140,3 +140,17 @@ def app(services: Services, celery_recorder: RecordingCelery):  # type: ignore[n
 @pytest.fixture()
 def client(app):  # type: ignore[no-untyped-def]
     return app.test_client()
+
+
+@pytest.fixture()
+def single_thread() -> Iterator[None]:
+    """One torch thread for the test. Tiny networks and images gain nothing from a second thread, and on
+    a shared 2-core machine a two-thread OpenMP run next to a busy neighbour is ~10x slower (threads spin
+    at every barrier); one thread also makes results independent of the core count. Modules that run
+    torch use it with ``pytestmark = pytest.mark.usefixtures("single_thread")``."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -3,30 +3,17 @@
 from __future__ import annotations
 
 import shutil
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pytest
-import torch
 from PIL import Image
 
 from core.kinds.context import LocalJobContext
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 PHOTO_DIR = REPO_ROOT / "web" / "static" / "examples" / "content"
-
-
-@pytest.fixture(autouse=True)
-def single_thread() -> Iterator[None]:
-    """Tiny networks gain nothing from a second thread, and on a shared 2-core machine a two-thread
-    OpenMP run next to a busy neighbour is ~10x slower (threads spin at every barrier). One thread also
-    makes results independent of the core count. Imported by the GAN test modules (autouse)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def photo_paths() -> list[Path]:

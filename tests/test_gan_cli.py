@@ -12,7 +12,8 @@ from PIL import Image
 from atelier import cli_gan
 from core.settings import Settings
 from tests.gan_support import noise_image, tiny_paired_dir, tiny_unpaired_dir
-from tests.gan_support import single_thread  # noqa: F401 - autouse fixture: one torch thread
+
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 TINY = ["--size", "24", "--load-size", "28", "--ngf", "4", "--ndf", "4", "--netG", "resnet_6blocks",
         "--checkpoint-every", "2"]

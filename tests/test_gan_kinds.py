@@ -14,7 +14,8 @@ from core.errors import UserError
 from core.kinds import gan as kinds
 from core.kinds.context import InputFile
 from tests.gan_support import REPO_ROOT, ResourceContext, noise_image, tiny_paired_dir, tiny_unpaired_dir
-from tests.gan_support import single_thread  # noqa: F401 - autouse fixture: one torch thread
+
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 TINY = {"size": 24, "load_size": 28, "ngf": 4, "ndf": 4, "netG": "resnet_6blocks", "checkpoint_every": 2}
 

@@ -16,7 +16,8 @@ from core.engines.gan import data, losses, networks, precision
 from core.engines.gan.networks import DiscriminatorSpec, GeneratorSpec, InstanceNorm2d, ReflectionPad2d
 from core.engines.gan.weights import infer_spec
 from core.kinds import gan as kinds
-from tests.gan_support import single_thread  # noqa: F401 - autouse fixture: one torch thread
+
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 RESNET_9BLOCKS_NGF64 = """
 model.1.weight:64x3x7x7 model.1.bias:64 model.4.weight:128x64x3x3 model.4.bias:128 model.7.weight:256x128x3x3

@@ -22,7 +22,8 @@ from core.engines.gan.trainer import train
 from core.engines.progress import Cancelled, RecordingProgress
 from core.errors import JobFailure
 from tests.gan_support import REPO_ROOT, tiny_unpaired_dir
-from tests.gan_support import single_thread  # noqa: F401 - autouse fixture: one torch thread
+
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 # A training process that logs every iteration's losses as a JSON line and is slowed down a little per
 # iteration (outside the maths) so the test can kill it between two checkpoints.

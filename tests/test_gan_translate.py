@@ -10,7 +10,8 @@ from core.engines.gan.networks import GeneratorSpec, init_weights
 from core.engines.gan.translate import Translator, padded_size, reflect_pad_to
 from core.errors import UserError
 from tests.gan_support import noise_image
-from tests.gan_support import single_thread  # noqa: F401 - autouse fixture: one torch thread
+
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 SIZES = [(37, 53), (53, 37), (1, 1), (5, 300), (64, 64), (130, 9)]
 

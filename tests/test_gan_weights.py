@@ -17,7 +17,8 @@ from core.engines.gan.weights import ArchitectureMismatch, import_generator, loa
 from core.errors import JobFailure, UserError
 from core.kinds import gan as kinds
 from tests.gan_support import noise_image
-from tests.gan_support import single_thread  # noqa: F401 - autouse fixture: one torch thread
+
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 def _reference_file(path: Path, netG: str = "resnet_9blocks", **kw) -> tuple[torch.nn.Module, GeneratorSpec]:

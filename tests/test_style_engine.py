@@ -25,15 +25,7 @@ from core.engines.style_transfer import StyleOptions, stylize
 from core.engines.vgg import LAYER_NAMES, load_conv_params
 from core.errors import JobFailure, UserError
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny images gain nothing from two threads, and on a shared 2-core machine OpenMP threads that wait
-    for each other make every op many times slower."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 # -- synthetic inputs ------------------------------------------------------------------------------

@@ -21,12 +21,7 @@ from tests.test_style_engine import content_image, reference_objective, style_im
 from core.engines.style.options import StyleOptions
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 def test_schema_names_are_the_cli_options():

@@ -3,8 +3,8 @@
 ``amp="auto"`` picks the fastest precision that keeps results faithful on the hardware at hand:
 - CUDA: bfloat16 autocast where the GPU supports it (no loss scaling needed), else float16 autocast with
   a gradient scaler.
-- CPU: bfloat16 autocast when the CPU has bf16 matrix instructions (AMX or AVX512-BF16, measured about
-  3x per ResNet generator step), else float32.
+- CPU: bfloat16 autocast when the CPU has bf16 matrix instructions (AMX or AVX512-BF16, see
+  :func:`core.engines.device.cpu_has_fast_bf16`), else float32.
 Weights, optimizer state and losses stay float32 in every mode; autocast only lowers the precision of
 convolution inputs and activations.
 """
@@ -17,6 +17,7 @@ from typing import ContextManager
 
 import torch
 
+from core.engines.device import cpu_has_fast_bf16
 from core.errors import UserError
 
 AMP_CHOICES = ("auto", "bf16", "fp16", "fp32")
@@ -40,25 +41,6 @@ class Precision:
 
     def memory_format(self) -> torch.memory_format:
         return torch.channels_last if self.channels_last else torch.contiguous_format
-
-
-def resolve_device(device: str) -> torch.device:
-    """``auto`` -> CUDA when available, else CPU. Asking for CUDA without one is the user's mistake."""
-    if device in ("auto", ""):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise UserError("device cuda was requested but no CUDA GPU is available; use device cpu or auto", "device")
-    return torch.device(device)
-
-
-def cpu_has_fast_bf16() -> bool:
-    """True when oneDNN can run bf16 convolutions natively (AMX tiles or AVX512-BF16)."""
-    cpu = getattr(torch, "cpu", None)
-    for probe in ("_is_amx_tile_supported", "_is_avx512_bf16_supported"):
-        fn = getattr(cpu, probe, None)
-        if fn is not None and fn():
-            return True
-    return False
 
 
 def choose_precision(device: torch.device, amp: str = "auto", training: bool = True) -> Precision:

@@ -25,12 +25,13 @@ import numpy as np
 import torch
 from PIL import Image
 
+from core.engines.device import resolve_device
 from core.engines.gan.checkpoint import capture_rng, latest_checkpoint, restore_rng, save_checkpoint
 from core.engines.gan.cyclegan import CycleGAN
 from core.engines.gan.data import to_model_range
 from core.engines.gan.options import RESUMABLE_CHANGES, TrainOptions
 from core.engines.gan.pix2pix import Pix2Pix
-from core.engines.gan.precision import Precision, choose_precision, resolve_device
+from core.engines.gan.precision import Precision, choose_precision
 from core.engines.progress import Progress
 from core.errors import JobFailure
 

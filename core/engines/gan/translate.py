@@ -23,9 +23,10 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
+from core.engines.device import resolve_device
 from core.engines.gan.data import to_model_range, to_uint8_tensor
 from core.engines.gan.networks import GeneratorSpec
-from core.engines.gan.precision import Precision, choose_precision, resolve_device
+from core.engines.gan.precision import Precision, choose_precision
 from core.engines.gan.preview import to_uint8
 from core.errors import UserError
 

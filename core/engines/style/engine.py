@@ -2,8 +2,9 @@
 
 Speed comes from being smarter, not from doing less of the documented objective:
 
-* the network runs in bf16 where the hardware has bf16 matrix units (AMX on CPU, tensor cores on
-  CUDA), with weights cast once instead of on every step; Gram matrices and losses stay fp32;
+* the network runs in bf16 where the hardware has bf16 matrix units (AMX or AVX512-BF16 on CPU,
+  tensor cores on CUDA), with weights cast once instead of on every step; Gram matrices and losses
+  stay fp32;
 * a coarse-to-fine schedule (see :mod:`.schedule`) spends early steps on a quarter of the pixels;
 * targets (content activations, blended style Grams) are computed once per level; layers deeper
   than the deepest one used are never run; zero-weight terms are skipped;
@@ -29,6 +30,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from core.engines.device import cpu_has_fast_bf16, resolve_device
 from core.engines.progress import Progress
 from core.engines.style.color import keep_colors
 from core.engines.style.lbfgs import LBFGS
@@ -73,24 +75,6 @@ class StyleResult:
                 "levels": [f"{w}x{h}:{n}" for w, h, n in self.levels]}
 
 
-def resolve_device(name: str) -> torch.device:
-    """``auto`` picks CUDA when a GPU is visible; asking for CUDA without one is the user's error."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise JobFailure("device is cuda but no CUDA GPU is available to this worker; use device auto or cpu.")
-    return torch.device(name)
-
-
-def cpu_has_bf16_matmul() -> bool:
-    """True when the CPU has AMX tiles (bf16 convolutions then run 2-3x faster than fp32)."""
-    probe = getattr(torch.cpu, "_is_amx_tile_supported", None)
-    try:
-        return bool(probe()) if probe is not None else False
-    except RuntimeError:  # pragma: no cover - defensive: private API
-        return False
-
-
 def resolve_precision(name: str, device: torch.device) -> torch.dtype:
     """``auto`` is bf16 where the hardware has bf16 matrix units, else fp32."""
     if name == "fp32":
@@ -99,7 +83,7 @@ def resolve_precision(name: str, device: torch.device) -> torch.dtype:
         return torch.bfloat16
     if device.type == "cuda":
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float32
-    return torch.bfloat16 if cpu_has_bf16_matmul() else torch.float32
+    return torch.bfloat16 if cpu_has_fast_bf16() else torch.float32
 
 
 def to_tensor(img: Image.Image, device: torch.device) -> torch.Tensor:
