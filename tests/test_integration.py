@@ -81,6 +81,33 @@ def test_a_killed_worker_s_job_is_finished_by_the_other(distributed, tmp_path: P
     assert any(o["name"] == "result.png" for o in final["outputs"])
 
 
+def test_a_killed_worker_s_training_resumes_from_its_checkpoint(distributed) -> None:  # type: ignore[no-untyped-def]
+    """CycleGAN on the demo dataset, checkpointing every 10 iterations; the worker running it is killed
+    after iteration 25. The other worker continues from the newest checkpoint (not from zero), the loss
+    curves hold every iteration exactly once, and the finished job registers its model."""
+    api, procs, _env = distributed
+    created = api.post("/api/v1/datasets/demo", json={"layout": "unpaired"})
+    assert created.status_code == 201, created.text
+    params = {"dataset": created.json()["id"], "name": "resumed", "size": 32, "iterations": 300,
+              "netG": "resnet_6blocks", "ngf": 8, "ndf": 8, "checkpoint_every": 10}
+    job = api.submit("cyclegan_train", params, [])
+    running = wait_until(lambda: (j := api.job(job["id"]))["status"] == "running" and j["step"] >= 25 and j,
+                         120, "training past two checkpoints", procs)
+    victim = next(p for p in procs[1:] if running["worker"].startswith(p.log_path.stem + "@"))
+    victim.kill()
+    final, _ = api.follow(job["id"], 300, procs)
+    assert final["status"] == "succeeded", final
+    assert final["attempt"] == 2 and final["worker"] != running["worker"]
+    resumed = final["metrics"]["resumed_from"]
+    assert resumed % 10 == 0 and 10 * (running["step"] // 10) <= resumed < 300, (resumed, running["step"])
+    events = [e["message"] for e in api.get(f"/api/v1/jobs/{job['id']}/events").json()["events"]]
+    assert any(f"at iteration {resumed} of 300" in m for m in events), events
+    series = api.get(f"/api/v1/jobs/{job['id']}/metrics").json()["series"]
+    assert series and all([s for s, _ in pts] == list(range(1, 301)) for pts in series.values())
+    [model] = [m for m in api.get("/api/v1/models").json()["models"] if m["source_job_id"] == job["id"]]
+    assert model["name"] == "resumed"
+
+
 def test_cancel_a_running_job_keeps_its_preview(distributed) -> None:  # type: ignore[no-untyped-def]
     api, procs, _env = distributed
     job = api.submit("style_transfer", {"size": 64, "steps": 2000}, style_files())

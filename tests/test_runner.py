@@ -9,6 +9,7 @@ import time
 import pytest
 
 from core.jobs import repository as repo
+from core.jobs.progress import JobProgress
 from core.jobs.runner import run_job
 from core.jobs.submit import Upload, submit_job
 from core.models import Job
@@ -107,3 +108,21 @@ def test_lost_lease_stops_the_job_without_overwriting_the_new_owner(services: Se
     assert result == ["lost"]
     row = repo.get_job(services.sessions, job.id)
     assert row is not None and row.status == "running" and row.worker_id == "new"
+
+
+def test_a_later_attempt_continues_the_curves_from_where_it_starts(any_services: Services) -> None:
+    """A worker dies at step 7; the next attempt resumes from a checkpoint at step 5. The plots must show
+    steps 1-5 of the first attempt and 6-10 of the second, not steps 6-7 twice."""
+    sf = any_services.sessions
+    job = submit(any_services, steps=10)
+    assert repo.claim(sf, job.id, "w1", 60)
+    first = JobProgress(any_services, job.id, "w1", preview_every=0, interval=0)
+    for step in range(1, 8):
+        first.report(step, 10, {"loss": float(step)})
+    repo.release_worker_jobs(sf, "w1")
+    assert repo.claim(sf, job.id, "w2", 60)
+    second = JobProgress(any_services, job.id, "w2", preview_every=0, interval=0)
+    for step in range(6, 11):
+        second.report(step, 10, {"loss": 100.0 + step})
+    assert repo.metric_series(sf, job.id)["loss"] == [[s, float(s)] for s in range(1, 6)] + \
+        [[s, 100.0 + s] for s in range(6, 11)]

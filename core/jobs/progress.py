@@ -2,8 +2,10 @@
 
 Engines report every step; the database sees at most about one progress write per
 ``progress_interval`` seconds (metric points are buffered and written with it), and previews are
-rendered only when they will be stored. Cancellation is read from the row at most every 0.1 s, so a
-cancelled job stops within one step of noticing.
+rendered only when they will be stored. An attempt's first metric points replace whatever an earlier
+attempt had recorded from that step on (a job resumed from a checkpoint continues its curves).
+Cancellation is read from the row at most every 0.1 s, so a cancelled job stops within one step of
+noticing.
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ class JobProgress(Progress):
         self._last_preview = float("-inf")
         self._last_cancel_poll = float("-inf")
         self._points: list[tuple[str, int, float]] = []
+        self._first_points = True  # this attempt's first points replace any later ones of an earlier attempt
         self._latest: tuple[int, int, dict[str, float]] | None = None
         self._pending_preview: tuple[int, Callable[[], "Image.Image"]] | None = None
         self._cancelled = False
@@ -84,8 +87,11 @@ class JobProgress(Progress):
             return
         step, total, metrics = self._latest
         points, self._points = self._points, []
+        replace_from = None
+        if points and self._first_points:
+            replace_from, self._first_points = min(p[1] for p in points), False
         ok = repo.update_progress(self.services.sessions, self.job_id, self.worker_id, step=step, total=total,
-                                  metrics=metrics, points=points)
+                                  metrics=metrics, points=points, replace_from=replace_from)
         if not ok:
             self.lease_lost.set()
         self._last_write = self.clock()

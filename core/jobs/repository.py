@@ -127,8 +127,13 @@ def is_cancel_requested(sf: SessionFactory, job_id: str) -> bool:
 
 def update_progress(sf: SessionFactory, job_id: str, worker_id: str, *, step: int, total: int,
                     metrics: Mapping[str, Any] | None = None,
-                    points: Iterable[tuple[str, int, float]] = ()) -> bool:
-    """Write progress (and buffered metric points) if the job is still ours."""
+                    points: Iterable[tuple[str, int, float]] = (), replace_from: int | None = None) -> bool:
+    """Write progress (and buffered metric points) if the job is still ours.
+
+    ``replace_from``: first drop this job's points at that step and later. An attempt that starts over
+    (from zero, or from a checkpoint) passes its first step, so the plots show the run that counts and
+    not, twice, the steps a dead worker had done past its last checkpoint.
+    """
     now = utcnow()
     values: dict[str, Any] = {"step": step, "total_steps": total, "updated_at": now,
                               "progress": min(1.0, step / total) if total else 0.0}
@@ -139,6 +144,9 @@ def update_progress(sf: SessionFactory, job_id: str, worker_id: str, *, step: in
                         .values(**values).execution_options(synchronize_session=False))
         if res.rowcount != 1:
             return False
+        if replace_from is not None:
+            s.execute(delete(JobMetricPoint).where(JobMetricPoint.job_id == job_id,
+                                                   JobMetricPoint.step >= replace_from))
         rows = [{"job_id": job_id, "name": n, "step": st, "value": v} for n, st, v in points]
         if rows:
             s.execute(JobMetricPoint.__table__.insert(), rows)
