@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from PIL import Image
@@ -48,6 +49,20 @@ def distributed(tmp_path: Path, fresh_pg_url: str, redis_url: str) -> Iterator[t
             p.stop()
 
 
+def kill_its_worker_and_follow(api: Api, procs: list[Proc], job_id: str, min_step: int
+                               ) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Wait until the job is running at ``min_step`` or later, SIGKILL the worker running it, and follow the
+    job to its end; it must succeed on the other worker, on attempt 2. Returns (job when killed, final)."""
+    running = wait_until(lambda: (j := api.job(job_id))["status"] == "running" and j["step"] >= min_step and j,
+                         120, f"the job to reach step {min_step}", procs)
+    victim = next(p for p in procs[1:] if running["worker"].startswith(p.log_path.stem + "@"))
+    victim.kill()
+    final, _ = api.follow(job_id, 300, procs)
+    assert final["status"] == "succeeded", final
+    assert final["attempt"] == 2 and final["worker"] != running["worker"]
+    return running, final
+
+
 def test_two_workers_run_jobs_from_http_to_png(distributed) -> None:  # type: ignore[no-untyped-def]
     api, procs, _env = distributed
     health = api.healthz()
@@ -71,13 +86,7 @@ def test_two_workers_run_jobs_from_http_to_png(distributed) -> None:  # type: ig
 def test_a_killed_worker_s_job_is_finished_by_the_other(distributed, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     api, procs, _env = distributed
     job = api.submit("style_transfer", {"size": 64, "steps": 300}, style_files())
-    running = wait_until(lambda: (j := api.job(job["id"]))["status"] == "running" and j["step"] > 0 and j,
-                         120, "the job to start", procs)
-    victim = next(p for p in procs[1:] if running["worker"].startswith(p.log_path.stem + "@"))
-    victim.kill()
-    final, _ = api.follow(job["id"], 300, procs)
-    assert final["status"] == "succeeded", final
-    assert final["attempt"] == 2 and final["worker"] != running["worker"]
+    _running, final = kill_its_worker_and_follow(api, procs, job["id"], min_step=1)
     assert any(o["name"] == "result.png" for o in final["outputs"])
 
 
@@ -91,13 +100,7 @@ def test_a_killed_worker_s_training_resumes_from_its_checkpoint(distributed) -> 
     params = {"dataset": created.json()["id"], "name": "resumed", "size": 32, "iterations": 300,
               "netG": "resnet_6blocks", "ngf": 8, "ndf": 8, "checkpoint_every": 10}
     job = api.submit("cyclegan_train", params, [])
-    running = wait_until(lambda: (j := api.job(job["id"]))["status"] == "running" and j["step"] >= 25 and j,
-                         120, "training past two checkpoints", procs)
-    victim = next(p for p in procs[1:] if running["worker"].startswith(p.log_path.stem + "@"))
-    victim.kill()
-    final, _ = api.follow(job["id"], 300, procs)
-    assert final["status"] == "succeeded", final
-    assert final["attempt"] == 2 and final["worker"] != running["worker"]
+    running, final = kill_its_worker_and_follow(api, procs, job["id"], min_step=25)
     resumed = final["metrics"]["resumed_from"]
     assert resumed % 10 == 0 and 10 * (running["step"] // 10) <= resumed < 300, (resumed, running["step"])
     events = [e["message"] for e in api.get(f"/api/v1/jobs/{job['id']}/events").json()["events"]]
