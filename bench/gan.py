@@ -17,6 +17,7 @@ line at the end.
 
     python bench/gan.py            # full: 128 px training, 256 px translation, 2 threads
     python bench/gan.py --quick    # smoke: 64 px, few iterations
+    python bench/gan.py --amp fp32 # the engine without bf16 autocast (the plain side is fp32 anyway)
 """
 
 from __future__ import annotations
@@ -155,7 +156,7 @@ def plain_training(size: int, iterations: int, warmup: int, threads: int, ngf: i
             "peak_rss_mb": peak_rss_mb()}
 
 
-def engine_training(size: int, iterations: int, warmup: int, threads: int, ngf: int) -> dict:
+def engine_training(size: int, iterations: int, warmup: int, threads: int, ngf: int, amp: str = "auto") -> dict:
     import torch
 
     from core.engines.gan.data import UnpairedData
@@ -171,7 +172,7 @@ def engine_training(size: int, iterations: int, warmup: int, threads: int, ngf: 
             paths.append(p)
         opts = TrainOptions(netG="resnet_9blocks", ngf=ngf, ndf=ngf, netD="basic", norm="instance",
                             crop_size=size, preprocess="crop", batch_size=1, iterations=warmup + iterations,
-                            checkpoint_every=0)
+                            checkpoint_every=0, amp=amp)
         data = UnpairedData(paths[:4], paths[4:], opts.preprocess_spec(), seed=0)
         stamps: dict[int, float] = {}
         result = train(opts, data, Path(tmp) / "ckpt",
@@ -218,14 +219,14 @@ def plain_translation(size: int, n_images: int, threads: int, ngf: int) -> dict:
             "peak_rss_mb": peak_rss_mb()}
 
 
-def engine_translation(size: int, n_images: int, threads: int, ngf: int) -> dict:
+def engine_translation(size: int, n_images: int, threads: int, ngf: int, amp: str = "auto") -> dict:
     import torch
 
     from core.engines.gan.translate import Translator
 
     torch.set_num_threads(threads)
     net, spec = _generator(ngf)
-    tr = Translator(net, spec, device="cpu", amp="auto")
+    tr = Translator(net, spec, device="cpu", amp=amp)
     images = [im.resize((size, size)) for im in source_images(n_images, size)]
     tr.translate(images, batch_size=4)  # warm-up: the same batch shapes as measured (kernels are JIT-built per shape)
     t0 = time.perf_counter()
@@ -265,6 +266,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--ngf", type=int, default=64)
+    ap.add_argument("--amp", default="auto", choices=("auto", "bf16", "fp32"),
+                    help="the engine's precision (the plain side is always fp32)")
     ap.add_argument("--json", action="store_true")
     a = ap.parse_args(argv)
     if a.quick:
@@ -276,7 +279,10 @@ def main(argv: list[str] | None = None) -> int:
     runs: dict[str, list[dict]] = {k: [] for k in MEASURES}
     for r in range(a.rounds):
         for name in MEASURES:
-            res = measure(name, **(train_kw if name.endswith("training") else tr_kw))
+            kw = dict(train_kw if name.endswith("training") else tr_kw)
+            if name.startswith("engine"):
+                kw["amp"] = a.amp
+            res = measure(name, **kw)
             runs[name].append(res)
             rate = res.get("it_per_s", res.get("images_per_s"))
             unit = "it/s" if "it_per_s" in res else "images/s"
