@@ -13,7 +13,7 @@ from core.errors import ConfigError, UserError
 from core.images import decode_image, resize_longest, scaled_size
 from core.schema import Param, Schema
 from core.settings import load_settings
-from core.storage import LocalStorage
+from core.storage import LocalStorage, write_atomically_by_path
 from tests.conftest import png_bytes
 
 
@@ -112,6 +112,23 @@ def test_storage_write_failure_leaves_the_old_file(tmp_path: Path, monkeypatch: 
         st.put_bytes("k/file", b"new")
     monkeypatch.undo()
     assert st.read_bytes("k/file") == b"old" and len(list((tmp_path / "k").iterdir())) == 1
+
+
+def test_path_writers_are_atomic_too(tmp_path: Path) -> None:
+    """``write_atomically_by_path`` (for writers that want a file name): a writer that fails half-way
+    leaves the old file and no temp file; one that succeeds replaces it."""
+    target = tmp_path / "model" / "G.safetensors"
+    write_atomically_by_path(target, lambda tmp: tmp.write_bytes(b"old"))
+
+    def half_then_fail(tmp: Path) -> None:
+        tmp.write_bytes(b"ne")
+        raise OSError("disk full")
+
+    with pytest.raises(OSError):
+        write_atomically_by_path(target, half_then_fail)
+    assert target.read_bytes() == b"old" and [p.name for p in target.parent.iterdir()] == ["G.safetensors"]
+    write_atomically_by_path(target, lambda tmp: tmp.write_bytes(b"new"))
+    assert target.read_bytes() == b"new" and len(list(target.parent.iterdir())) == 1
 
 
 # -- images ------------------------------------------------------------------------------------------

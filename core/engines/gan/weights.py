@@ -22,8 +22,6 @@ A *model directory* (what training registers and what ``import_generator`` write
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -33,6 +31,7 @@ from torch import nn
 
 from core.engines.gan.networks import GENERATORS, NORMS, GeneratorSpec
 from core.errors import UserError
+from core.storage import write_atomically, write_atomically_by_path
 
 MODEL_FORMAT = "atelier.gan.model/1"
 GENERATOR_FORMAT = "atelier.gan.generator/1"
@@ -240,17 +239,6 @@ def build_generator(spec: GeneratorSpec, sd: Mapping[str, torch.Tensor]) -> nn.M
 # ---------------------------------------------------------------------------------------------------
 # Writing
 # ---------------------------------------------------------------------------------------------------
-def _atomic_write(target: Path, write: Any) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def save_generator(net: nn.Module, spec: GeneratorSpec, path: Path) -> None:
     """Write ``net`` as safetensors in the reference key layout, with its spec in the metadata."""
     from safetensors.torch import save_file
@@ -258,7 +246,7 @@ def save_generator(net: nn.Module, spec: GeneratorSpec, path: Path) -> None:
     sd = {k: v.detach().to("cpu", torch.float32 if v.is_floating_point() else v.dtype).contiguous()
           for k, v in net.state_dict().items()}
     meta = {"format": GENERATOR_FORMAT, "spec": json.dumps(spec.to_dict())}
-    _atomic_write(Path(path), lambda tmp: save_file(sd, tmp, metadata=meta))
+    write_atomically_by_path(Path(path), lambda tmp: save_file(sd, str(tmp), metadata=meta))
 
 
 def write_model_dir(dest: Path, family: str, generators: Mapping[str, tuple[nn.Module, GeneratorSpec]],
@@ -274,7 +262,7 @@ def write_model_dir(dest: Path, family: str, generators: Mapping[str, tuple[nn.M
         entries[direction] = {"file": FILE_FOR_DIRECTION[direction], "spec": spec.to_dict()}
     meta = {"format": MODEL_FORMAT, "family": family, "generators": entries, "options": dict(options),
             "notes": list(notes or [])}
-    _atomic_write(dest / "meta.json", lambda tmp: Path(tmp).write_text(json.dumps(meta, indent=2, sort_keys=True)))
+    write_atomically(dest / "meta.json", lambda fh: fh.write(json.dumps(meta, indent=2, sort_keys=True).encode()))
     return meta
 
 
