@@ -13,7 +13,8 @@ from core.errors import ConfigError, UserError
 from core.images import decode_image, resize_longest, scaled_size
 from core.schema import Param, Schema
 from core.settings import load_settings
-from core.storage import LocalStorage, write_atomically_by_path
+from core.atomic import write_atomically_by_path
+from core.storage import LocalStorage
 from tests.conftest import png_bytes
 
 

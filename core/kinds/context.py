@@ -16,7 +16,7 @@ from PIL import Image
 
 from core.engines.progress import Progress
 from core.images import decode_image
-from core.storage import write_atomically
+from core.atomic import write_atomically
 
 
 @dataclass(frozen=True)

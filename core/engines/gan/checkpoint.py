@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from core.errors import JobFailure
-from core.storage import write_atomically
+from core.atomic import write_atomically
 
 _NAME = re.compile(r"^ckpt_(\d{9})\.pt$")
 KEEP = 2

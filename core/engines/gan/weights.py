@@ -31,7 +31,7 @@ from torch import nn
 
 from core.engines.gan.networks import GENERATORS, NORMS, GeneratorSpec
 from core.errors import UserError
-from core.storage import write_atomically, write_atomically_by_path
+from core.atomic import write_atomically, write_atomically_by_path
 
 MODEL_FORMAT = "atelier.gan.model/1"
 GENERATOR_FORMAT = "atelier.gan.generator/1"
