@@ -14,9 +14,9 @@ from typing import Any
 
 from PIL import Image
 
+from core.atomic import write_atomically
 from core.engines.progress import Progress
 from core.images import decode_image
-from core.atomic import write_atomically
 
 
 @dataclass(frozen=True)

@@ -20,8 +20,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from core.errors import JobFailure
 from core.atomic import write_atomically
+from core.errors import JobFailure
 
 _NAME = re.compile(r"^ckpt_(\d{9})\.pt$")
 KEEP = 2

@@ -29,9 +29,9 @@ from typing import Any
 import torch
 from torch import nn
 
+from core.atomic import write_atomically, write_atomically_by_path
 from core.engines.gan.networks import GENERATORS, NORMS, GeneratorSpec
 from core.errors import UserError
-from core.atomic import write_atomically, write_atomically_by_path
 
 MODEL_FORMAT = "atelier.gan.model/1"
 GENERATOR_FORMAT = "atelier.gan.generator/1"
