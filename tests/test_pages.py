@@ -323,9 +323,10 @@ def test_workers_page_lists_workers_and_job_counts(client, services: Services) -
 def test_models_and_datasets_pages_render_empty_and_with_rows(client, services: Services, tmp_path: Path) -> None:
     from core import resources
 
-    assert client.get("/models").status_code == 200
+    assert "No models yet" in html(client.get("/models"))
     page = html(client.get("/datasets"))
     assert 'action="/api/v1/datasets"' in page and 'name="layout"' in page
+    assert "No datasets yet" in page and "<table" not in page
     src = tmp_path / "src"
     (src / "trainA").mkdir(parents=True)
     (src / "trainA" / "a.png").write_bytes(png_bytes())
@@ -333,12 +334,13 @@ def test_models_and_datasets_pages_render_empty_and_with_rows(client, services: 
                                meta={"count_a": 1, "count_b": 0})
     model = resources.add_model(services, name="my <model>", family="cyclegan", source_dir=src, meta={"ngf": 8})
     page = html(client.get("/datasets"))
-    assert "horses &lt;&amp;&gt; zebras" in page and "count a" in page
+    assert "horses &lt;&amp;&gt; zebras" in page and "count a" in page and "No datasets yet" not in page
+    assert '<th scope="col"><span class="visually-hidden">Actions</span></th>' in page
     if get_kind("cyclegan_train") is not None:
         assert 'id="demo-train"' in page
         assert f"/new/cyclegan_train?" in page and ds.id in page
     page = html(client.get("/models"))
-    assert "my &lt;model&gt;" in page and model.id[:8] in page
+    assert "my &lt;model&gt;" in page and model.id[:8] in page and "No models yet" not in page
 
 
 # -- what every page promises ---------------------------------------------------------------------
