@@ -93,7 +93,7 @@ def test_a_killed_worker_s_job_is_finished_by_the_other(distributed, tmp_path: P
 def test_a_killed_worker_s_training_resumes_from_its_checkpoint(distributed) -> None:  # type: ignore[no-untyped-def]
     """CycleGAN on the demo dataset, checkpointing every 10 iterations; the worker running it is killed
     after iteration 25. The other worker continues from the newest checkpoint (not from zero), the loss
-    curves hold every iteration exactly once, and the finished job registers its model."""
+    curves hold every iteration exactly once, and the finished job registers a model that translates."""
     api, procs, _env = distributed
     created = api.post("/api/v1/datasets/demo", json={"layout": "unpaired"})
     assert created.status_code == 201, created.text
@@ -109,6 +109,17 @@ def test_a_killed_worker_s_training_resumes_from_its_checkpoint(distributed) -> 
     assert series and all([s for s, _ in pts] == list(range(1, 301)) for pts in series.values())
     [model] = [m for m in api.get("/api/v1/models").json()["models"] if m["source_job_id"] == job["id"]]
     assert model["name"] == "resumed"
+
+    # the model translates photos over HTTP, in either direction, each at its own size
+    translate = api.submit("translate", {"model": model["id"], "direction": "BtoA"},
+                           [("images", ("chelsea.png", CONTENT.read_bytes(), "image/png")),
+                            ("images", ("starry.jpg", STYLE.read_bytes(), "image/jpeg"))])
+    done, _ = api.follow(translate["id"], 120, procs)
+    assert done["status"] == "succeeded", done
+    outputs = {o["name"]: o["url"] for o in done["outputs"]}
+    assert set(outputs) == {"chelsea.png", "starry.png"}
+    assert_png_of_size(api.get(outputs["chelsea.png"]).content, Image.open(CONTENT).size)
+    assert_png_of_size(api.get(outputs["starry.png"]).content, Image.open(STYLE).size)
 
 
 def test_cancel_a_running_job_keeps_its_preview(distributed) -> None:  # type: ignore[no-untyped-def]
