@@ -172,7 +172,7 @@ def test_a_person_runs_a_style_transfer_from_the_form(browser,  # type: ignore[n
     check_form_to_result(browser, atelier_up)
 
 
-def test_one_click_demo_training_runs_and_can_be_canceled(browser,  # type: ignore[no-untyped-def]
+def test_one_click_demo_training_plots_losses_shows_samples_and_cancels(browser,  # type: ignore[no-untyped-def]
                                                           atelier_up: str) -> None:
     """The datasets page's demo button registers the demo dataset and lands on a running CycleGAN job;
     the job page's cancel button (JavaScript, through the API) stops it."""
@@ -192,6 +192,17 @@ def test_one_click_demo_training_runs_and_can_be_canceled(browser,  # type: igno
         page.wait_for_function(
             "() => /^step [1-9]\\d* of \\d+$/.test(document.getElementById('job-progress-text').textContent)",
             timeout=240_000)
+        # the loss terms are plotted as they come, one line each, and the preview is the sample grid
+        # (real A, fake B, reconstructed A over real B, fake A, reconstructed B: 3 x 2 tiles)
+        page.wait_for_function("() => document.querySelectorAll('#loss-plot polyline.series').length >= 6",
+                               timeout=120_000)
+        plotted = set(page.eval_on_selector_all("#loss-plot polyline.series", "els => els.map(e => e.dataset.series)"))
+        assert {"D_A", "G_A", "cycle_A", "D_B", "G_B", "cycle_B"} <= plotted, plotted
+        page.wait_for_function("() => { const i = document.getElementById('job-preview-img');"
+                               " return !document.getElementById('job-preview').hidden && i.complete"
+                               " && i.naturalWidth > 0; }", timeout=120_000)
+        w, h = page.eval_on_selector("#job-preview-img", "i => [i.naturalWidth, i.naturalHeight]")
+        assert abs(w / h - 1.5) < 0.02, (w, h)
         page.click("#job-cancel button")
         page.wait_for_function("() => document.getElementById('job').getAttribute('data-status') === 'canceled'",
                                timeout=120_000)
