@@ -10,6 +10,10 @@ Translation: a plain per-image eval loop (``torch.no_grad``, float32, one image 
 :class:`core.engines.gan.translate.Translator` (batches, ``inference_mode``, ``amp=auto``) on 256 px
 images.
 
+Context, untimed: the FLOPs of one training step and of one translated image (torch's FlopCounterMode)
+and the rate of a large matmul in fp32 and bf16, so each side's speed is also shown as a share of what
+this machine's dense math can do in that side's precision.
+
 Every measurement runs in its own fresh process (so peak RSS is that side's own), sides alternate for
 ``--rounds`` rounds and the best round of each counts: on a shared machine the best round is the one
 least disturbed by other work. Prints one line per measurement and a summary; ``--json`` adds one JSON
@@ -94,13 +98,13 @@ class PlainPool:
         return torch.cat(out, 0)
 
 
-def plain_training(size: int, iterations: int, warmup: int, threads: int, ngf: int) -> dict:
+def plain_cyclegan_step(size: int, ngf: int):
+    """The reference's ``optimize_parameters`` written out plainly; returns ``step(i)``."""
     import torch
     import torch.nn.functional as F
 
     from core.engines.gan.networks import DiscriminatorSpec, GeneratorSpec, init_weights
 
-    torch.set_num_threads(threads)
     torch.manual_seed(0)
     random.seed(0)
     spec = GeneratorSpec.from_name("resnet_9blocks", ngf=ngf, norm="instance")
@@ -146,6 +150,14 @@ def plain_training(size: int, iterations: int, warmup: int, threads: int, ngf: i
         loss_D_B.backward()
         opt_D.step()
 
+    return step
+
+
+def plain_training(size: int, iterations: int, warmup: int, threads: int, ngf: int) -> dict:
+    import torch
+
+    torch.set_num_threads(threads)
+    step = plain_cyclegan_step(size, ngf)
     for i in range(warmup):
         step(i)
     t0 = time.perf_counter()
@@ -237,12 +249,50 @@ def engine_translation(size: int, n_images: int, threads: int, ngf: int, amp: st
 
 
 # ---------------------------------------------------------------------------------------------------
+# What the machine can do, and how much work each side does
+# ---------------------------------------------------------------------------------------------------
+def ceilings(threads: int, n: int = 4096, reps: int = 6) -> dict:
+    """Achieved FLOP/s of an n x n x n matmul in fp32 and bf16: the practical ceiling for dense math."""
+    import torch
+
+    torch.set_num_threads(threads)
+    out = {}
+    for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
+        a, b = torch.randn(n, n).to(dtype), torch.randn(n, n).to(dtype)
+        a @ b
+        t = time.perf_counter()
+        for _ in range(reps):
+            a @ b
+        out[name] = 2 * n**3 * reps / (time.perf_counter() - t)
+    return out
+
+
+def work(size: int, translate_size: int, ngf: int) -> dict:
+    """FLOPs of one training step (the same maths on both sides) and of one translated image, counted by
+    torch's FlopCounterMode (untimed)."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    step = plain_cyclegan_step(size, ngf)
+    with FlopCounterMode(display=False) as train_count:
+        step(0)
+    net, _ = _generator(ngf)
+    with torch.no_grad(), FlopCounterMode(display=False) as translate_count:
+        net.eval()(torch.zeros(1, 3, translate_size, translate_size))
+    return {"train_step_flops": float(train_count.get_total_flops()),
+            "translate_image_flops": float(translate_count.get_total_flops())}
+
+
 MEASURES = {"plain_training": plain_training, "engine_training": engine_training,
             "plain_translation": plain_translation, "engine_translation": engine_translation}
 
 
+#: Everything a child process may be asked to run: the timed sides, and the untimed context.
+TASKS = {**MEASURES, "ceilings": ceilings, "work": work}
+
+
 def _child(name: str, kwargs: dict, queue) -> None:
-    queue.put(MEASURES[name](**kwargs))
+    queue.put(TASKS[name](**kwargs))
 
 
 def measure(name: str, **kwargs) -> dict:
@@ -289,8 +339,16 @@ def main(argv: list[str] | None = None) -> int:
             print(f"round {r + 1} {name:20s} {rate:8.3f} {unit}  {res['precision']}  "
                   f"peak RSS {res['peak_rss_mb']:.0f} MB", flush=True)
 
+    peak = measure("ceilings", threads=a.threads, n=2048 if a.quick else 4096)
+    flops = measure("work", size=a.size, translate_size=a.translate_size, ngf=a.ngf)
+
     def best(name: str, key: str) -> dict:
         return max(runs[name], key=lambda x: x[key])
+
+    def achieved(rate: float, flops_each: float, precision: str) -> dict:
+        """GFLOP/s of a side and its share of this machine's matmul rate in that precision."""
+        ceiling = peak.get(precision.split("+")[-1], peak["fp32"])
+        return {"gflop_per_s": rate * flops_each / 1e9, "of_matmul_peak": rate * flops_each / ceiling}
 
     pt, et = best("plain_training", "it_per_s"), best("engine_training", "it_per_s")
     px, ex = best("plain_translation", "images_per_s"), best("engine_translation", "images_per_s")
@@ -304,12 +362,29 @@ def main(argv: list[str] | None = None) -> int:
                         "plain_precision": px["precision"], "engine_precision": ex["precision"],
                         "plain_peak_rss_mb": px["peak_rss_mb"], "engine_peak_rss_mb": ex["peak_rss_mb"]},
         "threads": a.threads, "size": a.size, "translate_size": a.translate_size, "ngf": a.ngf, "quick": a.quick,
+        "matmul_gflop_per_s": {k: v / 1e9 for k, v in peak.items()},
+        "train_step_gflop": flops["train_step_flops"] / 1e9,
+        "translate_image_gflop": flops["translate_image_flops"] / 1e9,
     }
+    for part, side, rate, key in (("training", "plain", pt, "it_per_s"), ("training", "engine", et, "it_per_s"),
+                                  ("translation", "plain", px, "images_per_s"),
+                                  ("translation", "engine", ex, "images_per_s")):
+        each = flops["train_step_flops" if part == "training" else "translate_image_flops"]
+        summary[part][f"{side}_achieved"] = achieved(rate[key], each, rate["precision"])
     t, x = summary["training"], summary["translation"]
     print(f"training    : engine {t['engine_it_per_s']:.3f} it/s ({t['engine_precision']}) vs plain "
           f"{t['plain_it_per_s']:.3f} it/s ({t['plain_precision']}) = {t['ratio']:.2f}x (floor 1.5x)")
     print(f"translation : engine {x['engine_images_per_s']:.3f} img/s ({x['engine_precision']}) vs plain "
           f"{x['plain_images_per_s']:.3f} img/s ({x['plain_precision']}) = {x['ratio']:.2f}x (floor 2x)")
+    m = summary["matmul_gflop_per_s"]
+    print(f"work        : {summary['train_step_gflop']:.1f} GFLOP per training step, "
+          f"{summary['translate_image_gflop']:.1f} GFLOP per translated image; a large matmul runs "
+          f"{m['fp32']:.0f} GFLOP/s fp32, {m['bf16']:.0f} GFLOP/s bf16 here")
+    for part in ("training", "translation"):
+        r = summary[part]
+        print(f"achieved    : {part:11s} engine {r['engine_achieved']['gflop_per_s']:.0f} GFLOP/s "
+              f"({r['engine_achieved']['of_matmul_peak']:.0%} of the {r['engine_precision']} matmul rate), plain "
+              f"{r['plain_achieved']['gflop_per_s']:.0f} GFLOP/s ({r['plain_achieved']['of_matmul_peak']:.0%} of fp32)")
     if a.json:
         print(json.dumps(summary))
     return 0

@@ -34,6 +34,9 @@ def test_gan_bench_reports_both_sides() -> None:
         assert r["ratio"] == pytest.approx(r[f"engine_{rate}"] / r[f"plain_{rate}"])
         assert r["plain_precision"] == "fp32" and set(r["engine_precision"].split("+")) <= PRECISIONS
         assert r["plain_peak_rss_mb"] > 0 and r["engine_peak_rss_mb"] > 0
+        assert r["engine_achieved"]["gflop_per_s"] > 0 and 0 < r["plain_achieved"]["of_matmul_peak"]
+    assert out["train_step_gflop"] > out["translate_image_gflop"] > 0
+    assert set(out["matmul_gflop_per_s"]) == {"fp32", "bf16"}
     assert out["training"]["floor"] == 1.5 and out["translation"]["floor"] == 2.0
 
 
