@@ -64,6 +64,18 @@ def test_demo_dataset_in_one_click(client) -> None:
     assert meta["demo"] is True and meta["counts"]["A"] > 0 and meta["counts"]["B"] > 0
 
 
+def test_pix2pix_refuses_an_unpaired_dataset_cyclegan_takes_both(client) -> None:  # type: ignore[no-untyped-def]
+    unpaired = client.post("/api/v1/datasets/demo", json={"layout": "unpaired"}).get_json()["id"]
+    paired = client.post("/api/v1/datasets/demo", json={"layout": "paired"}).get_json()["id"]
+    resp = client.post("/api/v1/jobs", json={"kind": "pix2pix_train", "params": {"dataset": unpaired}})
+    assert resp.status_code == 422 and resp.get_json()["field"] == "dataset"
+    assert "unpaired dataset" in resp.get_json()["error"] and "paired" in resp.get_json()["error"]
+    assert client.get("/api/v1/jobs").get_json()["jobs"] == []
+    for kind, dataset in (("pix2pix_train", paired), ("cyclegan_train", paired), ("cyclegan_train", unpaired)):
+        resp = client.post("/api/v1/jobs", json={"kind": kind, "params": {"dataset": dataset}})
+        assert resp.status_code == 202, (kind, resp.get_json())
+
+
 def test_import_reference_generator_then_download(client, tmp_path) -> None:  # type: ignore[no-untyped-def]
     import torch
 

@@ -56,6 +56,11 @@ def test_submit_time_rules(params: dict, field: str, message: str) -> None:
     assert err.value.field == field and message in str(err.value)
 
 
+@pytest.mark.parametrize("schema", [kinds.CYCLEGAN_SCHEMA, kinds.PIX2PIX_SCHEMA], ids=lambda s: s.kind)
+def test_the_defaults_make_a_valid_job(schema) -> None:  # type: ignore[no-untyped-def]
+    kinds.check_train(schema.validate({"dataset": "d"}), [])
+
+
 def test_total_steps() -> None:
     assert kinds.total_steps_train(kinds.CYCLEGAN_SCHEMA.validate({})) == kinds.DEFAULT_ITERATIONS
     assert kinds.total_steps_train(kinds.CYCLEGAN_SCHEMA.validate({"iterations": 7})) == 7

@@ -75,10 +75,16 @@ def submit_job(services: Services, kind_name: Any, raw_params: Mapping[str, Any]
     if raw_params is not None and not isinstance(raw_params, Mapping):
         raise UserError("params must be a JSON object", "params", 422)
     params = kind.schema.validate_form(raw_params or {}) if form else kind.schema.validate(raw_params)
+    referenced: dict[str, Any] = {}
     for name, table in kind.references.items():
         value = params.get(name)
-        if value and resources.get(services, table + "s", str(value)) is None:
-            raise UserError(f"{name}: there is no {table} with id {value!r}", name, 422)
+        if value:
+            row = resources.get(services, table + "s", str(value))
+            if row is None:
+                raise UserError(f"{name}: there is no {table} with id {value!r}", name, 422)
+            referenced[name] = row
+    if kind.check_references is not None:
+        kind.check_references(referenced)
     infos = validate_uploads(services, kind, uploads)
     if kind.check is not None:
         kind.check(params, infos)

@@ -53,8 +53,11 @@ def _common_train_params(family: str) -> tuple[Param, ...]:
         Param("dataset", "str", "", f"Id of a registered {'unpaired' if cyc else 'paired'} dataset",
               cli=False),
         Param("name", "str", "", "Name of the model this job registers (default: the family and job id)"),
-        Param("size", "int", 128, "Side of the square crops the networks train on (the reference's crop_size); "
-              "a multiple of 4 for ResNet, of 128/256 for U-Net", minimum=16, maximum=1024, label="Crop size"),
+        # CycleGAN: 128 rather than the reference's 256, so a default job finishes on a CPU worker; pix2pix
+        # keeps the reference's 256, the size its default U-Net-256 needs.
+        Param("size", "int", 128 if cyc else 256, "Side of the square crops the networks train on (the "
+              "reference's crop_size); a multiple of 4 for ResNet, of 128/256 for U-Net", minimum=16,
+              maximum=1024, label="Crop size"),
         Param("load_size", "int", None, "Images are scaled to this size before cropping (empty: 286/256 of the "
               "crop size, as the reference's defaults)", minimum=16, maximum=4096, nullable=True, advanced=True),
         Param("iterations", "int", None, f"Training iterations (batches); default {DEFAULT_ITERATIONS} when "
@@ -381,9 +384,20 @@ CYCLEGAN_KIND = JobKind(
     total_steps=total_steps_train, check=check_train, references={"dataset": "dataset"},
     description="Unpaired image-to-image translation: two generators and two discriminators with cycle "
                 "consistency. Registers a model that translates both ways.")
+def require_paired_dataset(referenced: Mapping[str, Any]) -> None:
+    """pix2pix learns from aligned pairs; an unpaired dataset's files may share names by chance, and
+    training on such "pairs" would run without error and learn nothing useful. (CycleGAN takes either
+    layout: it never uses the pairing.)"""
+    dataset = referenced.get("dataset")
+    if dataset is not None and dataset.layout != "paired":
+        raise UserError(f"dataset: {dataset.name!r} is an {dataset.layout} dataset; pix2pix learns from aligned "
+                        "pairs, so upload it as a paired dataset, or train CycleGAN on this one", "dataset", 422)
+
+
 PIX2PIX_KIND = JobKind(
     name="pix2pix_train", title="pix2pix training", schema=PIX2PIX_SCHEMA, inputs=(), run=run_pix2pix,
     total_steps=total_steps_train, check=check_train, references={"dataset": "dataset"},
+    check_references=require_paired_dataset,
     description="Paired image-to-image translation: a conditional GAN with an L1 term. Registers a model "
                 "that translates input to output.")
 TRANSLATE_KIND = JobKind(
