@@ -4,6 +4,7 @@ reference generator (never unpickling), listing and downloading."""
 from __future__ import annotations
 
 import io
+import json
 import pickle
 import zipfile
 
@@ -74,6 +75,28 @@ def test_pix2pix_refuses_an_unpaired_dataset_cyclegan_takes_both(client) -> None
     for kind, dataset in (("pix2pix_train", paired), ("cyclegan_train", paired), ("cyclegan_train", unpaired)):
         resp = client.post("/api/v1/jobs", json={"kind": kind, "params": {"dataset": dataset}})
         assert resp.status_code == 202, (kind, resp.get_json())
+
+
+def test_translate_refuses_a_direction_the_model_lacks(client) -> None:  # type: ignore[no-untyped-def]
+    import torch
+
+    from core.engines.gan.networks import GeneratorSpec
+
+    buf = io.BytesIO()
+    torch.save(GeneratorSpec.from_name("resnet_6blocks", ngf=8).build().state_dict(), buf)
+    model = client.post("/api/v1/models", data={"file": (io.BytesIO(buf.getvalue()), "latest_net_G_A.pth")},
+                        content_type="multipart/form-data").get_json()
+
+    def submit(direction: str):  # type: ignore[no-untyped-def]
+        return client.post("/api/v1/jobs", content_type="multipart/form-data", data={
+            "kind": "translate", "params": json.dumps({"model": model["id"], "direction": direction}),
+            "images": (io.BytesIO(png_bytes(20, 10)), "a.png")})
+
+    resp = submit("BtoA")
+    assert resp.status_code == 422 and resp.get_json()["field"] == "direction"
+    assert "translates only AtoB" in resp.get_json()["error"]
+    assert client.get("/api/v1/jobs").get_json()["jobs"] == []
+    assert submit("AtoB").status_code == 202 and submit("auto").status_code == 202
 
 
 def test_import_reference_generator_then_download(client, tmp_path) -> None:  # type: ignore[no-untyped-def]

@@ -84,7 +84,7 @@ def submit_job(services: Services, kind_name: Any, raw_params: Mapping[str, Any]
                 raise UserError(f"{name}: there is no {table} with id {value!r}", name, 422)
             referenced[name] = row
     if kind.check_references is not None:
-        kind.check_references(referenced)
+        kind.check_references(params, referenced)
     infos = validate_uploads(services, kind, uploads)
     if kind.check is not None:
         kind.check(params, infos)

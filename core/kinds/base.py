@@ -44,9 +44,10 @@ class JobKind:
     user can act on. ``check(params, uploads)`` runs at submit time for cross-field rules and raises
     :class:`core.errors.UserError`. ``total_steps(params)`` is the step count shown before the job starts.
     ``references`` maps a parameter name to the resource table it names (``"dataset"`` / ``"model"``),
-    so submit can verify the id exists; ``check_references({param: row})`` then judges the rows found
-    (e.g. pix2pix needs a paired dataset) and raises :class:`core.errors.UserError`. ``notices(settings)`` returns plain statements shown on the job
-    page (e.g. that random weights give results that are not artistic).
+    so submit can verify the id exists; ``check_references(params, {param: row})`` then judges the rows
+    found (e.g. pix2pix needs a paired dataset) and raises :class:`core.errors.UserError`.
+    ``notices(settings)`` returns plain statements shown on the job page (e.g. that random weights give
+    results that are not artistic).
     """
 
     name: str
@@ -57,6 +58,6 @@ class JobKind:
     total_steps: Callable[[Mapping[str, Any]], int]
     check: Callable[[Mapping[str, Any], list[UploadInfo]], None] | None = None
     references: Mapping[str, str] = field(default_factory=dict)
-    check_references: Callable[[Mapping[str, Any]], None] | None = None
+    check_references: Callable[[Mapping[str, Any], Mapping[str, Any]], None] | None = None
     description: str = ""
     notices: Callable[[Any], list[str]] | None = None  # settings -> notes shown on the job page

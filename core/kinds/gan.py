@@ -379,12 +379,7 @@ def check_translate(params: Mapping[str, Any], uploads: list[UploadInfo]) -> Non
         raise UserError("model is required: the id of a registered model", "model")
 
 
-CYCLEGAN_KIND = JobKind(
-    name="cyclegan_train", title="CycleGAN training", schema=CYCLEGAN_SCHEMA, inputs=(), run=run_cyclegan,
-    total_steps=total_steps_train, check=check_train, references={"dataset": "dataset"},
-    description="Unpaired image-to-image translation: two generators and two discriminators with cycle "
-                "consistency. Registers a model that translates both ways.")
-def require_paired_dataset(referenced: Mapping[str, Any]) -> None:
+def require_paired_dataset(params: Mapping[str, Any], referenced: Mapping[str, Any]) -> None:
     """pix2pix learns from aligned pairs; an unpaired dataset's files may share names by chance, and
     training on such "pairs" would run without error and learn nothing useful. (CycleGAN takes either
     layout: it never uses the pairing.)"""
@@ -394,6 +389,20 @@ def require_paired_dataset(referenced: Mapping[str, Any]) -> None:
                         "pairs, so upload it as a paired dataset, or train CycleGAN on this one", "dataset", 422)
 
 
+def require_model_direction(params: Mapping[str, Any], referenced: Mapping[str, Any]) -> None:
+    """A direction the model has no generator for is refused at submit, not after the job was queued."""
+    model, direction = referenced.get("model"), params.get("direction", "auto")
+    available = sorted(((model.meta or {}).get("generators") or {}) if model is not None else {})
+    if model is not None and direction != "auto" and available and direction not in available:
+        raise UserError(f"direction: model {model.name!r} translates only {', '.join(available)}; it has no "
+                        f"{direction} generator", "direction", 422)
+
+
+CYCLEGAN_KIND = JobKind(
+    name="cyclegan_train", title="CycleGAN training", schema=CYCLEGAN_SCHEMA, inputs=(), run=run_cyclegan,
+    total_steps=total_steps_train, check=check_train, references={"dataset": "dataset"},
+    description="Unpaired image-to-image translation: two generators and two discriminators with cycle "
+                "consistency. Registers a model that translates both ways.")
 PIX2PIX_KIND = JobKind(
     name="pix2pix_train", title="pix2pix training", schema=PIX2PIX_SCHEMA, inputs=(), run=run_pix2pix,
     total_steps=total_steps_train, check=check_train, references={"dataset": "dataset"},
@@ -405,6 +414,7 @@ TRANSLATE_KIND = JobKind(
     inputs=(InputSpec("images", "Images to translate (any size; each output keeps its input's size)",
                       multiple=True),),
     run=run_translate, total_steps=lambda params: 0, check=check_translate, references={"model": "model"},
+    check_references=require_model_direction,
     description="Apply a trained or imported CycleGAN/pix2pix generator to images, in either direction.")
 
 KINDS: tuple[JobKind, ...] = (CYCLEGAN_KIND, PIX2PIX_KIND, TRANSLATE_KIND)
