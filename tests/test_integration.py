@@ -108,7 +108,7 @@ def test_a_killed_worker_s_training_resumes_from_its_checkpoint(distributed) -> 
     series = api.get(f"/api/v1/jobs/{job['id']}/metrics").json()["series"]
     assert series and all([s for s, _ in pts] == list(range(1, 301)) for pts in series.values())
     [model] = [m for m in api.get("/api/v1/models").json()["models"] if m["source_job_id"] == job["id"]]
-    assert model["name"] == "resumed"
+    assert model["name"] == "resumed" and final["urls"]["translate"] == f"/new/translate?model={model['id']}"
 
     # the model translates photos over HTTP, in either direction, each at its own size
     translate = api.submit("translate", {"model": model["id"], "direction": "BtoA"},

@@ -241,6 +241,22 @@ def test_the_job_page_renders_every_status(client, jobs_in_every_state: dict[str
     assert "Queued, waiting for a worker" in queued
 
 
+def test_a_job_that_registered_a_model_links_to_translating_with_it(client, services: Services) -> None:
+    sf = services.sessions
+    plain = make_job(services)
+    page = html(client.get(f"/jobs/{plain.id}"))
+    assert '<section id="job-model" class="panel model-panel" aria-label="Model" hidden>' in page
+    trained = make_job(services)
+    assert repo.claim(sf, trained.id, "w1", 60)
+    assert repo.finish(sf, trained.id, "w1", "succeeded", metrics={"model_id": "m-123"})
+    urls = client.get(f"/api/v1/jobs/{trained.id}").get_json()["urls"]
+    assert (urls["model"], urls["model_download"], urls["translate"]) == \
+        ("/api/v1/models/m-123", "/api/v1/models/m-123/download", "/new/translate?model=m-123")
+    page = html(client.get(f"/jobs/{trained.id}"))
+    assert '<section id="job-model" class="panel model-panel" aria-label="Model">' in page
+    assert 'href="/new/translate?model=m-123">Translate images with it</a>' in page
+
+
 def test_the_job_page_shows_notices_plainly(client, services: Services) -> None:
     from sqlalchemy import update
 

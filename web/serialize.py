@@ -56,8 +56,19 @@ def job_json(job: Job) -> dict[str, Any]:
             "cancel": url_for("api.cancel_job", job_id=job.id),
             "metrics": url_for("api.job_metrics", job_id=job.id),
             "events": url_for("api.job_events", job_id=job.id),
+            **_model_urls((job.metrics or {}).get("model_id")),
         },
     }
+
+
+def _model_urls(model_id: Any) -> dict[str, str]:
+    """A training job that registered a model links to it, to its download and to a translate form
+    with it filled in: the next thing its user will want."""
+    if not model_id:
+        return {}
+    return {"model": url_for("resources.get_model", model_id=model_id),
+            "model_download": url_for("resources.download_model", model_id=model_id),
+            "translate": url_for("pages.kind_form", kind="translate", model=model_id)}
 
 
 def worker_json(w: Worker, stale_after: float) -> dict[str, Any]:

@@ -226,6 +226,15 @@
     });
   }
 
+  function renderModel(j) {
+    var urls = j.urls || {};
+    $("job-model").hidden = !urls.translate;
+    if (urls.translate) {
+      $("job-model-translate").href = urls.translate;
+      $("job-model-download").href = urls.model_download;
+    }
+  }
+
   function render(j) {
     job = j;
     renderStatus(j);
@@ -235,6 +244,7 @@
     renderError(j);
     renderOutputs(j);
     renderPreview(j);
+    renderModel(j);
     if (j.status !== "queued") $("job-hint").hidden = true;
   }
 
