@@ -359,6 +359,20 @@ def test_models_and_datasets_pages_render_empty_and_with_rows(client, services: 
     assert "my &lt;model&gt;" in page and model.id[:8] in page and "No models yet" not in page
 
 
+def test_training_forms_offer_only_datasets_the_kind_takes(client, services: Services, tmp_path: Path) -> None:
+    from core import resources
+
+    src = tmp_path / "src"
+    (src / "A").mkdir(parents=True)
+    (src / "A" / "a.png").write_bytes(png_bytes())
+    paired = resources.add_dataset(services, name="facades", layout="paired", source_dir=src, meta={})
+    unpaired = resources.add_dataset(services, name="horse2zebra", layout="unpaired", source_dir=src, meta={})
+    pix2pix = html(client.get("/new/pix2pix_train"))
+    assert f'value="{paired.id}"' in pix2pix and f'value="{unpaired.id}"' not in pix2pix
+    cyclegan = html(client.get("/new/cyclegan_train"))
+    assert f'value="{paired.id}"' in cyclegan and f'value="{unpaired.id}"' in cyclegan
+
+
 # -- what every page promises ---------------------------------------------------------------------
 def test_pages_use_no_inline_script_or_handlers_and_send_a_strict_csp(client,
                                                                       jobs_in_every_state: dict[str, str]) -> None:

@@ -245,18 +245,33 @@ class FileField:
         return EXAMPLE_INPUTS[self.role][0] if self.examples else ""
 
 
-def _reference_options(table: str) -> tuple[tuple[str, str], ...]:
+def _reference_options(table: str, keep: Callable[[Any], bool]) -> tuple[tuple[str, str], ...]:
     rows = resources.list_rows(deps.services(), table + "s")
     return tuple((r.id, f"{r.name} · {getattr(r, 'layout', None) or getattr(r, 'family', '')} · {r.id[:8]}")
-                 for r in rows)
+                 for r in rows if keep(r))
+
+
+def accepted_rows(kind: JobKind) -> Callable[[str, Any], bool]:
+    """``(param, row) -> bool``: would the kind take this row with its default parameters? The form offers
+    only those (pix2pix lists paired datasets), so a choice it offers is never refused at submit."""
+    def accepts(param: str, row: Any) -> bool:
+        if kind.check_references is None:
+            return True
+        try:
+            kind.check_references(kind.schema.defaults(), {param: row})
+        except UserError:
+            return False
+        return True
+    return accepts
 
 
 def build_fields(schema: Schema, values: Mapping[str, str], errors: Mapping[str, str], submitted: bool,
-                 references: Mapping[str, str] | None = None) -> list[FormField]:
+                 references: Mapping[str, str] | None = None,
+                 accepts: Callable[[str, Any], bool] | None = None) -> list[FormField]:
     """Controls for every parameter, showing ``values`` (the defaults, a prefill or what was submitted).
 
     ``references`` maps parameters that name a registered dataset/model to their table, so they become
-    a choice among the rows instead of a box for a pasted id.
+    a choice among the rows (those ``accepts(param, row)`` allows) instead of a box for a pasted id.
     """
     fields = []
     for p in schema.params:
@@ -264,7 +279,7 @@ def build_fields(schema: Schema, values: Mapping[str, str], errors: Mapping[str,
         error = errors.get(p.name)
         table = (references or {}).get(p.name)
         if table:
-            options = _reference_options(table)
+            options = _reference_options(table, lambda row, name=p.name: accepts is None or accepts(name, row))
             if p.nullable or not p.default or not options:
                 options = (("", f"— choose a {table} —"),) + options
             fields.append(FormField(p, "select", value, options=options, error=error, reference=table))
@@ -329,7 +344,7 @@ def _render_form(kind: JobKind, *, values: Mapping[str, str] | None = None, pick
                  error: UserError | None = None, submitted: bool = False, had_files: bool = False,
                  status: int = 200) -> tuple[str, int]:
     errors = {error.field: error.message} if error is not None and error.field else {}
-    fields = build_fields(kind.schema, values or {}, errors, submitted, kind.references)
+    fields = build_fields(kind.schema, values or {}, errors, submitted, kind.references, accepted_rows(kind))
     files = build_file_fields(kind, picked or {}, errors)
     anchor = None
     if error is not None and error.field:
