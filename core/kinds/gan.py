@@ -22,6 +22,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from core.engines.gan.directions import DIRECTIONS, choose_direction
 from core.errors import UserError
 from core.kinds.base import InputSpec, JobKind, UploadInfo
 from core.schema import Param, Schema
@@ -37,7 +38,6 @@ GAN_MODES = ("lsgan", "vanilla")
 PREPROCESS = ("resize_and_crop", "crop", "scale_width", "scale_width_and_crop", "none")
 AMP = ("auto", "bf16", "fp16", "fp32")
 DEVICES = ("auto", "cpu", "cuda")
-DIRECTIONS = ("AtoB", "BtoA")
 DEFAULT_ITERATIONS = 1000
 #: load_size / crop_size of the reference's defaults (286 / 256), used when load_size is left empty.
 LOAD_RATIO = 286 / 256
@@ -390,12 +390,12 @@ def require_paired_dataset(params: Mapping[str, Any], referenced: Mapping[str, A
 
 
 def require_model_direction(params: Mapping[str, Any], referenced: Mapping[str, Any]) -> None:
-    """A direction the model has no generator for is refused at submit, not after the job was queued."""
-    model, direction = referenced.get("model"), params.get("direction", "auto")
-    available = sorted(((model.meta or {}).get("generators") or {}) if model is not None else {})
-    if model is not None and direction != "auto" and available and direction not in available:
-        raise UserError(f"direction: model {model.name!r} translates only {', '.join(available)}; it has no "
-                        f"{direction} generator", "direction", 422)
+    """A direction the model has no generator for is refused at submit (by the rule the engine applies
+    when it loads the model), not after the job was queued."""
+    model = referenced.get("model")
+    available = list(((model.meta or {}).get("generators") or {}) if model is not None else {})
+    if available:
+        choose_direction(available, params.get("direction", "auto"), f"model {model.name!r}")
 
 
 CYCLEGAN_KIND = JobKind(

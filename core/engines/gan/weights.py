@@ -30,12 +30,12 @@ import torch
 from torch import nn
 
 from core.atomic import write_atomically, write_atomically_by_path
+from core.engines.gan.directions import DIRECTIONS, choose_direction
 from core.engines.gan.networks import GENERATORS, NORMS, GeneratorSpec
 from core.errors import UserError
 
 MODEL_FORMAT = "atelier.gan.model/1"
 GENERATOR_FORMAT = "atelier.gan.generator/1"
-DIRECTIONS = ("AtoB", "BtoA")
 FILE_FOR_DIRECTION = {"AtoB": "G_A.safetensors", "BtoA": "G_B.safetensors"}
 
 
@@ -275,16 +275,6 @@ def read_model_meta(model_dir: Path) -> dict[str, Any]:
     if meta.get("format") != MODEL_FORMAT or not meta.get("generators"):
         raise UserError(f"{path} is not a model description of this program", "model")
     return meta
-
-
-def choose_direction(available: list[str], direction: str) -> str:
-    """``auto``: the model's only direction, or AtoB when it has both."""
-    if direction == "auto":
-        return "AtoB" if "AtoB" in available else available[0]
-    if direction not in available:
-        raise UserError(f"this model translates only {', '.join(available)}; it has no {direction} generator",
-                        "direction")
-    return direction
 
 
 def load_generator(path: Path, direction: str = "auto", overrides: Mapping[str, Any] | None = None
