@@ -24,6 +24,14 @@ from core.engines.style.options import StyleOptions
 pytestmark = pytest.mark.usefixtures("single_thread")
 
 
+def test_device_choices_are_the_engine_s() -> None:
+    """The kinds share one device parameter; the style engine checks the same names."""
+    from core.engines.style.options import DEVICES
+    from core.kinds.base import DEVICE_PARAM
+
+    assert SCHEMA["device"] is DEVICE_PARAM and tuple(DEVICE_PARAM.choices) == DEVICES
+
+
 def test_schema_names_are_the_cli_options():
     names = [p.name for p in SCHEMA.params]
     for required in ("size", "steps", "seed", "optimizer", "content_layers", "style_layers", "content_weight",

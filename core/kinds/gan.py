@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from core.engines.gan.directions import DIRECTIONS, choose_direction
 from core.errors import UserError
-from core.kinds.base import InputSpec, JobKind, UploadInfo
+from core.kinds.base import DEVICE_PARAM, InputSpec, JobKind, UploadInfo
 from core.schema import Param, Schema
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -37,7 +37,6 @@ NORMS = ("instance", "batch", "none")
 GAN_MODES = ("lsgan", "vanilla")
 PREPROCESS = ("resize_and_crop", "crop", "scale_width", "scale_width_and_crop", "none")
 AMP = ("auto", "bf16", "fp16", "fp32")
-DEVICES = ("auto", "cpu", "cuda")
 DEFAULT_ITERATIONS = 1000
 #: load_size / crop_size of the reference's defaults (286 / 256), used when load_size is left empty.
 LOAD_RATIO = 286 / 256
@@ -97,8 +96,7 @@ def _tail_params() -> tuple[Param, ...]:
         Param("amp", "choice", "auto", "Arithmetic: auto (bf16 where the CPU/GPU has bf16 units, else fp32 "
               "or fp16 with loss scaling on older GPUs), bf16, fp16, fp32", choices=AMP, advanced=True,
               label="Precision"),
-        Param("device", "choice", "auto", "Where to run: auto (the worker's setting), cpu or cuda",
-              choices=DEVICES, advanced=True),
+        DEVICE_PARAM,
     )
 
 
@@ -143,8 +141,7 @@ TRANSLATE_SCHEMA = Schema(
               minimum=1, maximum=64, advanced=True),
         Param("amp", "choice", "auto", "Arithmetic: auto (bf16 where supported), bf16, fp16, fp32",
               choices=AMP, advanced=True, label="Precision"),
-        Param("device", "choice", "auto", "Where to run: auto (the worker's setting), cpu or cuda",
-              choices=DEVICES, advanced=True),
+        DEVICE_PARAM,
     ),
 )
 

@@ -12,13 +12,13 @@ import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from core.engines.style.options import (DEFAULT_CONTENT_LAYERS, DEFAULT_STYLE_LAYERS, DEVICES, INITS,
+from core.engines.style.options import (DEFAULT_CONTENT_LAYERS, DEFAULT_STYLE_LAYERS, INITS,
                                         OPTIMIZERS, PRECISIONS, StyleOptions, min_size_for, normalize_layers,
                                         used_layers)
 from core.engines.style.schedule import check_sizes, parse_schedule, plan_levels
 from core.engines.vgg import POOLINGS, weights_source
 from core.errors import UserError
-from core.kinds.base import InputSpec, JobKind, UploadInfo
+from core.kinds.base import DEVICE_PARAM, InputSpec, JobKind, UploadInfo
 from core.schema import Param, Schema
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -76,8 +76,7 @@ SCHEMA = Schema(
         Param("precision", "choice", _D.precision, "Arithmetic of the network: auto (bf16 where the hardware "
               "has bf16 matrix units), fp32 or bf16; the reported loss is always fp32", choices=PRECISIONS,
               advanced=True),
-        Param("device", "choice", _D.device, "Where to run: auto (the worker's setting), cpu or cuda",
-              choices=DEVICES, advanced=True),
+        DEVICE_PARAM,
     ),
 )
 
