@@ -68,6 +68,15 @@ def source_images(n: int, size: int):
     return out
 
 
+#: Floors of the engine/plain ratio by the engine's precision: with bf16 units the engine must clearly
+#: win; without them it runs the plain side's arithmetic and must at least never be slower.
+FLOORS = {"training": {"bf16": 1.5, "fp32": 1.0}, "translation": {"bf16": 2.0, "fp32": 1.0}}
+
+
+def floor(part: str, precision: str) -> float:
+    return FLOORS[part]["bf16" if "bf16" in precision else "fp32"]
+
+
 def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
@@ -169,29 +178,34 @@ def plain_training(size: int, iterations: int, warmup: int, threads: int, ngf: i
 
 
 def engine_training(size: int, iterations: int, warmup: int, threads: int, ngf: int, amp: str = "auto") -> dict:
+    """``atelier cyclegan train`` as a user runs it: images from files on disk, its own data pipeline,
+    progress lines, checkpoints at the default period and the final model. Its ``it_per_s`` counts the
+    steps after its warm-up, as the plain side's does."""
+    import contextlib
+    import io
+
     import torch
 
-    from core.engines.gan.data import UnpairedData
-    from core.engines.gan.options import TrainOptions
-    from core.engines.gan.trainer import train
+    from atelier.cli import main as atelier_main
 
     torch.set_num_threads(threads)
     with tempfile.TemporaryDirectory() as tmp:
-        paths = []
-        for i, im in enumerate(source_images(8, size)):
-            p = Path(tmp) / f"{i}.png"
-            im.save(p)
-            paths.append(p)
-        opts = TrainOptions(netG="resnet_9blocks", ngf=ngf, ndf=ngf, netD="basic", norm="instance",
-                            crop_size=size, preprocess="crop", batch_size=1, iterations=warmup + iterations,
-                            checkpoint_every=0, amp=amp)
-        data = UnpairedData(paths[:4], paths[4:], opts.preprocess_spec(), seed=0)
-        stamps: dict[int, float] = {}
-        result = train(opts, data, Path(tmp) / "ckpt",
-                       on_iteration=lambda i: stamps.__setitem__(i, time.perf_counter()))
-    seconds = stamps[warmup + iterations] - stamps[warmup]
-    return {"side": "engine", "it_per_s": iterations / seconds, "seconds": seconds,
-            "precision": result.precision, "peak_rss_mb": peak_rss_mb()}
+        for side, images in (("A", source_images(8, size)[:4]), ("B", source_images(8, size)[4:])):
+            (Path(tmp) / side).mkdir()
+            for i, im in enumerate(images):
+                im.save(Path(tmp) / side / f"{i}.png")
+        args = ["cyclegan", "train", "--a", f"{tmp}/A", "--b", f"{tmp}/B", "-o", f"{tmp}/out",
+                "--netG", "resnet_9blocks", "--ngf", str(ngf), "--ndf", str(ngf), "--netD", "basic",
+                "--norm", "instance", "--size", str(size), "--preprocess", "crop", "--batch-size", "1",
+                "--iterations", str(warmup + iterations), "--amp", amp, "--device", "cpu", "--json"]
+        out, err = io.StringIO(), io.StringIO()
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            rc = atelier_main(args)
+        if rc != 0:
+            raise RuntimeError(f"atelier {' '.join(args)} failed: {err.getvalue()[-2000:]}")
+        result = json.loads(out.getvalue().strip().splitlines()[-1])
+    return {"side": "engine", "it_per_s": result["it_per_s"], "seconds": result["seconds"],
+            "precision": result["precision"], "peak_rss_mb": peak_rss_mb()}
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -252,12 +266,17 @@ def engine_translation(size: int, n_images: int, threads: int, ngf: int, amp: st
 # What the machine can do, and how much work each side does
 # ---------------------------------------------------------------------------------------------------
 def ceilings(threads: int, n: int = 4096, reps: int = 6) -> dict:
-    """Achieved FLOP/s of an n x n x n matmul in fp32 and bf16: the practical ceiling for dense math."""
+    """Achieved FLOP/s of an n x n x n matmul in fp32 and, where the CPU runs it natively, bf16: the
+    practical ceiling for dense math. bf16 is ``None`` where it would be emulated (60x slower)."""
     import torch
 
+    from core.engines.device import cpu_has_fast_bf16
+
     torch.set_num_threads(threads)
-    out = {}
+    out: dict = {"fp32": None, "bf16": None}
     for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
+        if name == "bf16" and not cpu_has_fast_bf16():
+            continue
         a, b = torch.randn(n, n).to(dtype), torch.randn(n, n).to(dtype)
         a @ b
         t = time.perf_counter()
@@ -320,12 +339,19 @@ def main(argv: list[str] | None = None) -> int:
                     help="the engine's precision (the plain side is always fp32)")
     ap.add_argument("--json", action="store_true")
     a = ap.parse_args(argv)
+    from core.engines.device import cpu_model, why_no_fast_bf16
+
+    no_bf16 = why_no_fast_bf16()
+    if a.amp == "bf16" and no_bf16:
+        ap.error(f"--amp bf16: {no_bf16}")
     if a.quick:
         a.size, a.iterations, a.translate_size, a.images, a.rounds, a.ngf = 64, 2, 64, 4, 1, 16
     train_kw = dict(size=a.size, iterations=a.iterations, warmup=2, threads=a.threads, ngf=a.ngf)
     tr_kw = dict(size=a.translate_size, n_images=a.images, threads=a.threads, ngf=a.ngf)
     print(f"CycleGAN ResNet-9 + PatchGAN, ngf {a.ngf}, {a.size} px training, {a.translate_size} px translation, "
-          f"{a.threads} threads, {a.rounds} rounds", flush=True)
+          f"{a.threads} threads, {a.rounds} rounds; CPU: {cpu_model()}", flush=True)
+    if no_bf16:
+        print(f"bf16: {no_bf16}", flush=True)
     runs: dict[str, list[dict]] = {k: [] for k in MEASURES}
     for r in range(a.rounds):
         for name in MEASURES:
@@ -347,22 +373,26 @@ def main(argv: list[str] | None = None) -> int:
 
     def achieved(rate: float, flops_each: float, precision: str) -> dict:
         """GFLOP/s of a side and its share of this machine's matmul rate in that precision."""
-        ceiling = peak.get(precision.split("+")[-1], peak["fp32"])
+        ceiling = peak.get(precision.split("+")[-1]) or peak["fp32"]
         return {"gflop_per_s": rate * flops_each / 1e9, "of_matmul_peak": rate * flops_each / ceiling}
 
     pt, et = best("plain_training", "it_per_s"), best("engine_training", "it_per_s")
     px, ex = best("plain_translation", "images_per_s"), best("engine_translation", "images_per_s")
     summary = {
         "training": {"plain_it_per_s": pt["it_per_s"], "engine_it_per_s": et["it_per_s"],
-                     "ratio": et["it_per_s"] / pt["it_per_s"], "floor": 1.5,
+                     "ratio": et["it_per_s"] / pt["it_per_s"], "floor": floor("training", et["precision"]),
                      "plain_precision": pt["precision"], "engine_precision": et["precision"],
                      "plain_peak_rss_mb": pt["peak_rss_mb"], "engine_peak_rss_mb": et["peak_rss_mb"]},
         "translation": {"plain_images_per_s": px["images_per_s"], "engine_images_per_s": ex["images_per_s"],
-                        "ratio": ex["images_per_s"] / px["images_per_s"], "floor": 2.0,
+                        "ratio": ex["images_per_s"] / px["images_per_s"],
+                        "floor": floor("translation", ex["precision"]),
                         "plain_precision": px["precision"], "engine_precision": ex["precision"],
                         "plain_peak_rss_mb": px["peak_rss_mb"], "engine_peak_rss_mb": ex["peak_rss_mb"]},
         "threads": a.threads, "size": a.size, "translate_size": a.translate_size, "ngf": a.ngf, "quick": a.quick,
-        "matmul_gflop_per_s": {k: v / 1e9 for k, v in peak.items()},
+        "cpu": cpu_model(),
+        "matmul_gflop_per_s": {k: (v / 1e9 if v is not None else None) for k, v in peak.items()},
+        "bf16": None if no_bf16 else {"matmul_gflop_per_s": peak["bf16"] / 1e9},
+        "bf16_reason": no_bf16,
         "train_step_gflop": flops["train_step_flops"] / 1e9,
         "translate_image_gflop": flops["translate_image_flops"] / 1e9,
     }
@@ -373,13 +403,13 @@ def main(argv: list[str] | None = None) -> int:
         summary[part][f"{side}_achieved"] = achieved(rate[key], each, rate["precision"])
     t, x = summary["training"], summary["translation"]
     print(f"training    : engine {t['engine_it_per_s']:.3f} it/s ({t['engine_precision']}) vs plain "
-          f"{t['plain_it_per_s']:.3f} it/s ({t['plain_precision']}) = {t['ratio']:.2f}x (floor 1.5x)")
+          f"{t['plain_it_per_s']:.3f} it/s ({t['plain_precision']}) = {t['ratio']:.2f}x (floor {t['floor']}x)")
     print(f"translation : engine {x['engine_images_per_s']:.3f} img/s ({x['engine_precision']}) vs plain "
-          f"{x['plain_images_per_s']:.3f} img/s ({x['plain_precision']}) = {x['ratio']:.2f}x (floor 2x)")
+          f"{x['plain_images_per_s']:.3f} img/s ({x['plain_precision']}) = {x['ratio']:.2f}x (floor {x['floor']}x)")
     m = summary["matmul_gflop_per_s"]
     print(f"work        : {summary['train_step_gflop']:.1f} GFLOP per training step, "
           f"{summary['translate_image_gflop']:.1f} GFLOP per translated image; a large matmul runs "
-          f"{m['fp32']:.0f} GFLOP/s fp32, {m['bf16']:.0f} GFLOP/s bf16 here")
+          f"{m['fp32']:.0f} GFLOP/s fp32, " + (f"{m['bf16']:.0f} GFLOP/s bf16 here" if m["bf16"] else "bf16 not measured"))
     for part in ("training", "translation"):
         r = summary[part]
         print(f"achieved    : {part:11s} engine {r['engine_achieved']['gflop_per_s']:.0f} GFLOP/s "

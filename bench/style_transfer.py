@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import sys
 import threading
 import time
@@ -39,7 +38,7 @@ import torchvision
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from core.engines.device import resolve_device  # noqa: E402
+from core.engines.device import cpu_model, resolve_device, why_no_fast_bf16  # noqa: E402
 from core.engines.style.engine import to_tensor  # noqa: E402
 from core.engines.style.objective import Objective  # noqa: E402
 from core.engines.style.options import StyleOptions, parse_layers  # noqa: E402
@@ -226,9 +225,9 @@ def time_to_reach(trace: list[tuple[float, float]], target: float) -> tuple[int,
     return None
 
 
-def warm_up(device: torch.device, weights: str, opts: StyleOptions, size: int) -> None:
-    """One untimed evaluation per precision, so neither side pays one-off library start-up."""
-    for dtype in (torch.float32, torch.bfloat16):
+def warm_up(device: torch.device, weights: str, opts: StyleOptions, size: int, bf16: bool) -> None:
+    """One untimed evaluation per precision in use, so neither side pays one-off library start-up."""
+    for dtype in (torch.float32, torch.bfloat16) if bf16 else (torch.float32,):
         vgg = load_vgg19(weights, ["relu5_1", "relu4_2"], opts.pooling, device=device, dtype=dtype)
         x = torch.rand(1, 3, size, size, device=device, requires_grad=True)
         feats = vgg(x, ["relu5_1"])
@@ -247,6 +246,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     ap.add_argument("--threads", type=int, default=0,
                     help="torch CPU threads for both sides (default: torch's choice, one per core)")
+    ap.add_argument("--matmul-size", type=int, default=4096,
+                    help="side of the matmul that measures this machine's dense-math rate (default 4096)")
     ap.add_argument("--json", action="store_true", help="also print one JSON object with every figure")
     args = ap.parse_args(argv)
     if args.threads > 0:
@@ -255,16 +256,20 @@ def main(argv: list[str] | None = None) -> int:
         args.size, args.steps = 128, 100
 
     device = resolve_device(args.device)
+    # bf16 is run and measured only where it is native: on CUDA, or on a CPU with bf16 units.
+    no_bf16 = None if device.type == "cuda" else why_no_fast_bf16()
     opts = StyleOptions(size=args.size, steps=args.steps, device=device.type)  # the same step budget
     content_img, style_img = load_image(args.content), load_image(args.style)
     content = to_tensor(resize_longest(content_img, args.size), device)
     style = to_tensor(resize_longest(style_img, args.size), device)
-    print(f"machine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads, "
+    print(f"machine: {cpu_model()}, {torch.get_num_threads()} torch threads, "
           f"torch {torch.__version__}, device {device}"
           + (f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else ""))
     print(f"images: {Path(args.content).name} {content.shape[-1]}x{content.shape[-2]}, "
           f"{Path(args.style).name} {style.shape[-1]}x{style.shape[-2]}; weights: {args.weights or 'imagenet'}")
-    warm_up(device, args.weights, opts, args.size)
+    if no_bf16:
+        print(f"bf16: {no_bf16}")
+    warm_up(device, args.weights, opts, args.size, bf16=no_bf16 is None)
     load_before = os.getloadavg()[0]
 
     (base, base_cpu_s, base_cpu), base_peak, base_added, peak_kind = measure_peak(
@@ -313,8 +318,8 @@ def main(argv: list[str] | None = None) -> int:
                     for w, h, n in eng.levels)
     base_flops = base["steps"] * step_flops(args.weights, opts, content.shape[-1], content.shape[-2],
                                             torch.float32, device, content, style)
-    mm32 = matmul_flops(device, torch.float32)
-    mm16 = matmul_flops(device, torch.bfloat16)
+    mm32 = matmul_flops(device, torch.float32, n=args.matmul_size)
+    mm16 = None if no_bf16 else matmul_flops(device, torch.bfloat16, n=args.matmul_size)
 
     def gf(v: float) -> str:
         return f"{v / 1e9:,.0f} GFLOP/s"
@@ -344,7 +349,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"peak memory ({peak_kind}): baseline {base_peak / 2**20:,.0f} MiB (+{base_added / 2**20:,.0f} MiB over "
           f"its start), engine {eng_peak / 2**20:,.0f} MiB (+{eng_added / 2**20:,.0f} MiB over its start)")
     print(f"achieved: engine {gf(eng_rate)} ({eng.precision}), baseline {gf(base_rate)} (fp32); large matmul "
-          f"{gf(mm32)} fp32, {gf(mm16)} bf16 -> engine at {eng_rate / (mm16 if eng.precision == 'bf16' else mm32):.0%} "
+          f"{gf(mm32)} fp32, {gf(mm16) + ' bf16' if mm16 else 'bf16 not measured'} -> engine at "
+          f"{eng_rate / (mm16 if eng.precision == 'bf16' and mm16 else mm32):.0%} "
           f"of the {eng.precision} matmul rate, baseline at {base_rate / mm32:.0%} of fp32")
     print(f"CPU share (CPU time / wall x {torch.get_num_threads()} threads): baseline {base_cpu:.0%}, engine "
           f"{eng_cpu:.0%}; load average {load_before:.2f} before, {load_after:.2f} after. Well below 100% or a "
@@ -365,7 +371,8 @@ def main(argv: list[str] | None = None) -> int:
                "baseline_loss_at_equal_time": base_at_equal, "baseline_peak_bytes": base_peak,
                "engine_peak_bytes": eng_peak,
                "baseline_added_bytes": base_added, "engine_added_bytes": eng_added, "engine_flops_per_s": eng_rate, "baseline_flops_per_s": base_rate,
-               "matmul_fp32_flops_per_s": mm32, "matmul_bf16_flops_per_s": mm16,
+               "matmul_fp32_flops_per_s": mm32, "matmul_bf16_flops_per_s": mm16, "cpu": cpu_model(),
+               "bf16": None if no_bf16 else {"matmul_flops_per_s": mm16}, "bf16_reason": no_bf16,
                "threads": torch.get_num_threads(), "load_average": [load_before, load_after],
                "cpu_share": {"baseline": base_cpu, "engine": eng_cpu},
                "cpu_seconds": {"baseline": base_cpu_s, "engine": eng_cpu_s}, "cpu_time_speedup": cpu_ratio}
