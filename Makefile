@@ -22,8 +22,11 @@ run: install
 	fi; \
 	ATELIER_VGG19_WEIGHTS="$$weights" exec $(PY) -m atelier up
 
+# Starts PostgreSQL and Redis when they are down and installs Debian's chromium when it is missing (see
+# scripts/test-prereqs.sh), then runs the whole suite and prints its 15 slowest tests.
 test: install
-	$(PY) -m pytest $(PYTEST_ARGS)
+	@scripts/test-prereqs.sh
+	$(PY) -m pytest --durations=15 $(PYTEST_ARGS)
 
 bench: install
 	$(PY) bench/style_transfer.py

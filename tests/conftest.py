@@ -1,4 +1,4 @@
-"""Shared fixtures. PostgreSQL and Redis are real servers (started by .ci/run); a test that needs them
+"""Shared fixtures. PostgreSQL and Redis are real servers (`make test` starts them through scripts/test-prereqs.sh); a test that needs them
 fails, never skips, when they are down."""
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ def pg_url() -> Iterator[str]:
         with admin.connect() as conn:
             conn.execute(text(f'CREATE DATABASE "{name}"'))
     except Exception as exc:  # pragma: no cover - environment problem, reported loudly
-        pytest.fail(f"PostgreSQL is not reachable at {PG_ADMIN_URL} ({exc}); run .ci/run or start it")
+        pytest.fail(f"PostgreSQL is not reachable at {PG_ADMIN_URL} ({exc}); `make test` starts it (scripts/test-prereqs.sh)")
     yield PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
     with admin.connect() as conn:
         conn.execute(text(f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}'"))
@@ -74,7 +74,7 @@ def redis_url() -> Iterator[str]:
     try:
         client.flushdb()
     except Exception as exc:  # pragma: no cover
-        pytest.fail(f"Redis is not reachable at {url} ({exc}); run .ci/run or start it")
+        pytest.fail(f"Redis is not reachable at {url} ({exc}); `make test` starts it (scripts/test-prereqs.sh)")
     yield url
     client.flushdb()
     client.close()
