@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import threading
-import time
 
 from core.jobs import repository as repo
 from core.models import Job, Worker, utcnow
 from core.services import Services
+
+
+def later(seconds: float) -> dt.datetime:
+    """A moment ``seconds`` from now: the injected clock that lets a lease expire without waiting."""
+    return utcnow() + dt.timedelta(seconds=seconds)
 
 
 def add_job(services: Services, **kw: object) -> Job:
@@ -45,9 +50,9 @@ def test_concurrent_claims_have_one_winner(any_services: Services) -> None:
 def test_expired_lease_can_be_claimed_again_and_old_owner_loses(any_services: Services) -> None:
     sf = any_services.sessions
     job = add_job(any_services)
-    assert repo.claim(sf, job.id, "dead", 0.05)
-    time.sleep(0.15)
-    assert repo.claim(sf, job.id, "alive", 30)
+    assert repo.claim(sf, job.id, "dead", 30)
+    assert not repo.claim(sf, job.id, "alive", 30, now=later(29)), "the lease has not expired yet"
+    assert repo.claim(sf, job.id, "alive", 30, now=later(31))
     # the old worker's writes are refused: it no longer holds the job
     assert not repo.update_progress(sf, job.id, "dead", step=5, total=10)
     assert not repo.finish(sf, job.id, "dead", "succeeded")
@@ -89,15 +94,14 @@ def test_cancel_queued_and_running(any_services: Services) -> None:
 def test_recover_expired_requeues_then_fails_after_max_attempts(any_services: Services) -> None:
     sf = any_services.sessions
     job = add_job(any_services, max_attempts=2)
-    assert repo.claim(sf, job.id, "w1", 0.01)
-    time.sleep(0.05)
-    requeued, failed = repo.recover_expired(sf)
+    assert repo.claim(sf, job.id, "w1", 30)
+    assert repo.recover_expired(sf, now=later(29)) == ([], []), "the lease has not expired yet"
+    requeued, failed = repo.recover_expired(sf, now=later(31))
     assert requeued == [job.id] and failed == []
     row = repo.get_job(sf, job.id)
     assert row is not None and row.status == "queued" and row.worker_id is None
-    assert repo.claim(sf, job.id, "w2", 0.01)
-    time.sleep(0.05)
-    requeued, failed = repo.recover_expired(sf)
+    assert repo.claim(sf, job.id, "w2", 30)
+    requeued, failed = repo.recover_expired(sf, now=later(31))
     assert requeued == [] and failed == [job.id]
     row = repo.get_job(sf, job.id)
     assert row is not None and row.status == "failed" and "stopped responding 2 times" in (row.error or "")
@@ -106,10 +110,12 @@ def test_recover_expired_requeues_then_fails_after_max_attempts(any_services: Se
 def test_cancel_of_abandoned_job_is_completed_by_recovery(any_services: Services) -> None:
     sf = any_services.sessions
     job = add_job(any_services)
-    assert repo.claim(sf, job.id, "w1", 0.01)
+    assert repo.claim(sf, job.id, "w1", 30)
     repo.request_cancel(sf, job.id)
-    time.sleep(0.05)
-    repo.recover_expired(sf)
+    repo.recover_expired(sf, now=later(29))
+    row = repo.get_job(sf, job.id)
+    assert row is not None and row.status == "running", "its worker may still be alive"
+    repo.recover_expired(sf, now=later(31))
     row = repo.get_job(sf, job.id)
     assert row is not None and row.status == "canceled"
 
@@ -130,9 +136,10 @@ def test_release_worker_jobs_hands_back_without_counting_the_attempt(any_service
 def test_stale_queued_resends_each_job_once_per_period(any_services: Services) -> None:
     sf = any_services.sessions
     job = add_job(any_services)
-    time.sleep(0.05)
-    assert repo.stale_queued(sf, 0.01) == [job.id]
-    assert repo.stale_queued(sf, 10) == []
+    assert repo.stale_queued(sf, 60, now=later(59)) == []
+    assert repo.stale_queued(sf, 60, now=later(61)) == [job.id]
+    assert repo.stale_queued(sf, 60, now=later(100)) == [], "re-sent at 61 s: not again within the period"
+    assert repo.stale_queued(sf, 60, now=later(122)) == [job.id]
 
 
 def test_list_jobs_newest_first_with_cursor_and_filters(any_services: Services) -> None:

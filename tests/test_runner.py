@@ -20,6 +20,17 @@ from tests.fake_kind import echo_kind  # noqa: F401  (fixture)
 pytestmark = pytest.mark.usefixtures("echo_kind")
 
 
+def wait_for_row(services: Services, job_id: str, predicate, timeout: float = 20.0) -> Job:  # type: ignore[no-untyped-def]
+    """Poll the job row until ``predicate(row)`` holds: waits for an event, not for an amount of time."""
+    deadline = time.monotonic() + timeout
+    while True:
+        row = repo.get_job(services.sessions, job_id)
+        if row is not None and predicate(row):
+            return row
+        assert time.monotonic() < deadline, f"job {job_id} never reached the expected state"
+        time.sleep(0.01)
+
+
 def submit(services: Services, **params: object) -> Job:
     return submit_job(services, "echo", params, [Upload("image", "in.png", png_bytes(20, 10), "image/png")])
 
@@ -62,12 +73,7 @@ def test_cancel_stops_within_a_step_and_keeps_the_preview(any_services: Services
     result: list[str] = []
     t = threading.Thread(target=lambda: result.append(run_job(any_services, job.id, "w").status))
     t.start()
-    deadline = time.time() + 20
-    while time.time() < deadline:
-        row = repo.get_job(any_services.sessions, job.id)
-        if row is not None and row.preview_path and row.step >= 10:
-            break
-        time.sleep(0.02)
+    wait_for_row(any_services, job.id, lambda row: bool(row.preview_path) and row.step >= 10)
     repo.request_cancel(any_services.sessions, job.id)
     t.join(timeout=20)
     assert result == ["canceled"]
@@ -100,7 +106,7 @@ def test_lost_lease_stops_the_job_without_overwriting_the_new_owner(services: Se
     result: list[str] = []
     t = threading.Thread(target=lambda: result.append(run_job(services, job.id, "old").status))
     t.start()
-    time.sleep(0.5)
+    wait_for_row(services, job.id, lambda row: row.worker_id == "old" and row.step >= 1)
     # another actor takes the job over (as after the old worker's lease expired)
     repo.release_worker_jobs(services.sessions, "old")
     assert repo.claim(services.sessions, job.id, "new", 60)
@@ -126,3 +132,11 @@ def test_a_later_attempt_continues_the_curves_from_where_it_starts(any_services:
         second.report(step, 10, {"loss": 100.0 + step})
     assert repo.metric_series(sf, job.id)["loss"] == [[s, float(s)] for s in range(1, 6)] + \
         [[s, 100.0 + s] for s in range(6, 11)]
+
+
+def test_a_warning_raised_while_running_becomes_a_notice_and_an_event(any_services: Services) -> None:
+    job = submit(any_services, steps=3, warning="the model learned nothing")
+    assert run_job(any_services, job.id, "w").status == "succeeded"
+    row = repo.get_job(any_services.sessions, job.id)
+    assert row is not None and row.notices == ["just a test kind", "the model learned nothing"]
+    assert any(e.level == "warning" and "learned nothing" in e.message for e in repo.events(any_services.sessions, job.id))

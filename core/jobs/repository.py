@@ -4,6 +4,9 @@ Each state transition is one guarded ``UPDATE ... WHERE status = ...`` whose row
 this actor won, so two workers (or a worker and a user cancelling) can never both win. Functions take a
 ``sessionmaker`` and open short transactions of their own: no caller holds a transaction across an
 engine step.
+
+Functions that compare with the current time take ``now`` (default: the wall clock), so lease expiry
+and re-send periods are tested by passing a later time instead of sleeping.
 """
 
 from __future__ import annotations
@@ -84,10 +87,11 @@ def count_by_status(sf: SessionFactory) -> dict[str, int]:
 
 
 # -- claiming and leases ----------------------------------------------------------------------------
-def claim(sf: SessionFactory, job_id: str, worker_id: str, lease_seconds: float) -> bool:
+def claim(sf: SessionFactory, job_id: str, worker_id: str, lease_seconds: float, *,
+          now: dt.datetime | None = None) -> bool:
     """Take the job for ``worker_id`` if it is queued, or running under an expired lease (its worker is
     gone). One atomic UPDATE: exactly one claimant wins."""
-    now = utcnow()
+    now = now or utcnow()
     with sf.begin() as s:
         res = s.execute(
             update(Job)
@@ -105,9 +109,10 @@ def claim(sf: SessionFactory, job_id: str, worker_id: str, lease_seconds: float)
         return res.rowcount == 1
 
 
-def renew_lease(sf: SessionFactory, job_id: str, worker_id: str, lease_seconds: float) -> tuple[bool, bool]:
+def renew_lease(sf: SessionFactory, job_id: str, worker_id: str, lease_seconds: float, *,
+                now: dt.datetime | None = None) -> tuple[bool, bool]:
     """Extend the lease. Returns ``(still_ours, cancel_requested)``."""
-    now = utcnow()
+    now = now or utcnow()
     with sf.begin() as s:
         res = s.execute(
             update(Job)
@@ -160,8 +165,9 @@ def set_preview(sf: SessionFactory, job_id: str, key: str, step: int) -> None:
 
 
 def finish(sf: SessionFactory, job_id: str, worker_id: str, status: str, *, error: str | None = None,
-           metrics: Mapping[str, Any] | None = None) -> bool:
-    """``running -> succeeded|failed|canceled``, only by the worker that holds the job."""
+           metrics: Mapping[str, Any] | None = None, add_notices: Sequence[str] = ()) -> bool:
+    """``running -> succeeded|failed|canceled``, only by the worker that holds the job. ``add_notices``
+    are appended to the job's notices (warnings found while it ran)."""
     assert status in ("succeeded", "failed", "canceled")
     now = utcnow()
     values: dict[str, Any] = {"status": status, "error": error, "finished_at": now, "updated_at": now,
@@ -171,6 +177,9 @@ def finish(sf: SessionFactory, job_id: str, worker_id: str, status: str, *, erro
     if metrics is not None:
         values["metrics"] = dict(metrics)
     with sf.begin() as s:
+        if add_notices:
+            current = s.scalar(select(Job.notices).where(Job.id == job_id)) or []
+            values["notices"] = [*current, *(n for n in add_notices if n not in current)]
         res = s.execute(update(Job).where(Job.id == job_id, Job.status == "running", Job.worker_id == worker_id)
                         .values(**values).execution_options(synchronize_session=False))
         return res.rowcount == 1
@@ -201,9 +210,9 @@ def request_cancel(sf: SessionFactory, job_id: str) -> str | None:
         return s.scalar(select(Job.status).where(Job.id == job_id))
 
 
-def cancel_abandoned(sf: SessionFactory, job_id: str) -> bool:
+def cancel_abandoned(sf: SessionFactory, job_id: str, *, now: dt.datetime | None = None) -> bool:
     """A running job whose cancel was requested but whose worker is gone (lease expired): cancel it."""
-    now = utcnow()
+    now = now or utcnow()
     with sf.begin() as s:
         res = s.execute(update(Job).where(Job.id == job_id, Job.status == "running", Job.cancel_requested.is_(True),
                                           Job.lease_expires_at < now)
@@ -212,11 +221,11 @@ def cancel_abandoned(sf: SessionFactory, job_id: str) -> bool:
         return res.rowcount == 1
 
 
-def recover_expired(sf: SessionFactory) -> tuple[list[str], list[str]]:
+def recover_expired(sf: SessionFactory, *, now: dt.datetime | None = None) -> tuple[list[str], list[str]]:
     """Find running jobs whose lease expired (their worker died). Jobs with attempts left go back to
     ``queued`` (the caller re-sends their message); the rest fail with a reason. Returns
     ``(requeued_ids, failed_ids)``."""
-    now = utcnow()
+    now = now or utcnow()
     requeued: list[str] = []
     failed: list[str] = []
     with sf() as s:
@@ -224,7 +233,7 @@ def recover_expired(sf: SessionFactory) -> tuple[list[str], list[str]]:
                                  .where(Job.status == "running", Job.lease_expires_at < now)))
     for job_id, attempt, max_attempts, cancel_requested in expired:
         if cancel_requested:
-            cancel_abandoned(sf, job_id)
+            cancel_abandoned(sf, job_id, now=now)
             continue
         with sf.begin() as s:
             if attempt >= max_attempts:
@@ -242,14 +251,15 @@ def recover_expired(sf: SessionFactory) -> tuple[list[str], list[str]]:
     return requeued, failed
 
 
-def stale_queued(sf: SessionFactory, older_than_seconds: float) -> list[str]:
+def stale_queued(sf: SessionFactory, older_than_seconds: float, *, now: dt.datetime | None = None) -> list[str]:
     """Queued jobs not touched for a while: their broker message may be lost, so they are re-sent
     (a duplicate message is harmless: only one claim wins)."""
-    cutoff = utcnow() - dt.timedelta(seconds=older_than_seconds)
+    now = now or utcnow()
+    cutoff = now - dt.timedelta(seconds=older_than_seconds)
     with sf.begin() as s:
         ids = list(s.scalars(select(Job.id).where(Job.status == "queued", Job.updated_at < cutoff)))
         if ids:
-            s.execute(update(Job).where(Job.id.in_(ids), Job.status == "queued").values(updated_at=utcnow())
+            s.execute(update(Job).where(Job.id.in_(ids), Job.status == "queued").values(updated_at=now)
                       .execution_options(synchronize_session=False))
         return ids
 
