@@ -176,7 +176,10 @@ def _train(args: argparse.Namespace, settings: Any, family: str) -> int:
     kinds.finish_training(result, family, params, model_dir)
     samples = out / "samples.png"
     samples.write_bytes(encode_png(result.final_sample(data)))
-    summary = {"it_per_s": round(result.it_per_s, 4), "iterations": result.iterations,
+    warnings = result.collapse_warnings(data)
+    for warning in warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    summary = {"warnings": warnings, "it_per_s": round(result.it_per_s, 4), "iterations": result.iterations,
                "seconds": round(result.seconds, 3), "losses": {k: round(v, 6) for k, v in result.losses.items()},
                "precision": result.precision, "device": result.device, "resumed_from": result.resumed_from,
                "model_dir": str(model_dir), "samples": str(samples)}

@@ -20,6 +20,7 @@ SCHEMA = Schema("echo", (
     Param("steps", "int", 5, "how many steps", minimum=1, maximum=1000),
     Param("delay", "float", 0.0, "seconds per step", minimum=0, maximum=5),
     Param("outcome", "choice", "succeed", "what happens", choices=("succeed", "fail", "crash")),
+    Param("warning", "str", "", "a warning to raise while running (empty: none)"),
 ))
 
 
@@ -33,6 +34,8 @@ def run(ctx: JobContext) -> None:
         ctx.progress.report(step, p["steps"], {"loss": 1.0 / step})
         if ctx.progress.preview_every and step % ctx.progress.preview_every == 0:
             ctx.progress.preview(step, lambda: img)
+    if p["warning"]:
+        ctx.warn(p["warning"])
     if p["outcome"] == "fail":
         raise JobFailure("The echo job was asked to fail.")
     if p["outcome"] == "crash":

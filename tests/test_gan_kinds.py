@@ -87,6 +87,8 @@ def test_cyclegan_job_registers_a_model_once_and_translate_uses_it(tmp_path: Pat
     assert set(ctx.outputs) == {"G_A.safetensors", "G_B.safetensors", "model.json", "samples.png"}
     assert ctx.metrics["model_id"] == reg["id"] and ctx.metrics["iterations"] == 3
     assert "final_cycle_A" in ctx.metrics
+    # 3 iterations teach nothing: the job says so instead of a silent success
+    assert ctx.warnings and all("may not have learned a translation after 3 iterations" in w for w in ctx.warnings)
 
     # the job runs again (its worker died after registering): no second model, same id
     again = ResourceContext(params, tmp_path / "job", {("datasets", "ds1"): dataset})

@@ -57,6 +57,7 @@ class StoredJobContext(JobContext):
         self.work_dir = services.storage.path(f"jobs/{job_id}/work")
         self.work_dir.mkdir(parents=True, exist_ok=True)
         self.metrics: dict[str, Any] = {}
+        self.warnings = []
 
     def save_output(self, name: str, data: bytes, content_type: str) -> None:
         name = safe_filename(name, "output")
@@ -167,7 +168,10 @@ def _conclude(services: Services, progress: JobProgress, ctx: StoredJobContext, 
     progress.flush()
     if progress.lease_lost.is_set():
         return RunOutcome("lost")
-    repo.finish(services.sessions, job_id, worker_id, status, metrics=_merged(progress, ctx))
+    repo.finish(services.sessions, job_id, worker_id, status, metrics=_merged(progress, ctx),
+                add_notices=ctx.warnings)
+    for warning in ctx.warnings:
+        repo.add_event(services.sessions, job_id, f"warning: {warning}", level="warning")
     repo.add_event(services.sessions, job_id, event)
     return RunOutcome(status)
 

@@ -39,6 +39,7 @@ class JobContext(abc.ABC):
     device: str  # "cpu", "cuda" or "auto" (from settings; the engine resolves "auto")
     work_dir: Path  # private, persistent across attempts (checkpoints live here)
     settings: Any  # core.settings.Settings, for weights paths and limits
+    warnings: list[str]  # see warn(); each implementation starts with an empty list
 
     def inputs_for(self, role: str) -> list[InputFile]:
         return [f for f in self.inputs if f.role == role]
@@ -53,6 +54,12 @@ class JobContext(abc.ABC):
     @abc.abstractmethod
     def set_metrics(self, metrics: Mapping[str, Any]) -> None:
         """Set the job's final metrics (merged into the ``metrics`` object shown by the API)."""
+
+    def warn(self, message: str) -> None:
+        """A warning the user must see on the job page even though the job succeeded (e.g. a model that
+        learned nothing). Logged now; the job layer adds it to the job's notices when the job ends."""
+        self.warnings.append(message)
+        self.progress.log(f"warning: {message}")
 
     def resource_path(self, table: str, resource_id: str) -> Path:
         """Local directory of a registered dataset or model (see :mod:`core.resources`)."""
@@ -80,6 +87,7 @@ class LocalJobContext(JobContext):
         self.work_dir.mkdir(parents=True, exist_ok=True)
         self.outputs: dict[str, tuple[str, int]] = {}
         self.metrics: dict[str, Any] = {}
+        self.warnings = []
 
     def save_output(self, name: str, data: bytes, content_type: str) -> None:
         write_atomically(self.out_dir / name, lambda fh: fh.write(data))

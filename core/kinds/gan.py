@@ -288,6 +288,8 @@ def _run_training(family: str, ctx: "JobContext") -> None:
             ctx.save_output(entry["file"], (model_dir / entry["file"]).read_bytes(), "application/octet-stream")
         ctx.save_output("model.json", (model_dir / "meta.json").read_bytes(), "application/json")
     ctx.save_output("samples.png", encode_png(result.final_sample(data)), "image/png")
+    for warning in result.collapse_warnings(data):
+        ctx.warn(warning)
     ctx.set_metrics({"model_id": model_id, "iterations": result.iterations, "seconds": round(result.seconds, 3),
                      "it_per_s": round(result.it_per_s, 4), "precision": result.precision, "device": result.device,
                      "resumed_from": result.resumed_from,

@@ -26,6 +26,7 @@ import torch
 from PIL import Image
 
 from core.engines.device import resolve_device
+from core.engines.gan import diagnose
 from core.engines.gan.checkpoint import capture_rng, latest_checkpoint, restore_rng, save_checkpoint
 from core.engines.gan.cyclegan import CycleGAN
 from core.engines.gan.data import to_model_range
@@ -77,6 +78,23 @@ class TrainResult:
 
     def generators(self):
         return self.model.generators()
+
+    def collapse_warnings(self, data: "TrainingData", n: int = 8) -> list[str]:
+        """Sentences for the user when a generator collapsed to the identity or to a constant (see
+        :mod:`core.engines.gan.diagnose`), measured on the first ``n`` samples of epoch 0."""
+        opts, precision = self.model.opts, self.model.precision
+        a_u8, b_u8 = data.batch(0, 0, min(n, len(data)))
+        if opts.family == "pix2pix" and opts.direction == "BtoA":
+            a_u8, b_u8 = b_u8, a_u8
+        fmt = precision.memory_format()
+        real = {"A": to_model_range(a_u8.to(precision.device)).contiguous(memory_format=fmt),
+                "B": to_model_range(b_u8.to(precision.device)).contiguous(memory_format=fmt)}
+        reports = []
+        with precision.autocast():
+            for direction, (net, _) in self.generators().items():
+                src, tgt = ("A", "B") if direction == "AtoB" or opts.family == "pix2pix" else ("B", "A")
+                reports.append(diagnose.measure(direction, net, real[src], real[tgt]))
+        return diagnose.collapse_warnings(reports, self.iterations)
 
 
 class _LossSink:
