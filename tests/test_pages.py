@@ -354,7 +354,7 @@ def test_models_and_datasets_pages_render_empty_and_with_rows(client, services: 
     assert '<th scope="col"><span class="visually-hidden">Actions</span></th>' in page
     if get_kind("cyclegan_train") is not None:
         assert 'id="demo-train"' in page
-        assert f"/new/cyclegan_train?" in page and ds.id in page
+        assert "/new/cyclegan_train?" in page and ds.id in page
     page = html(client.get("/models"))
     assert "my &lt;model&gt;" in page and model.id[:8] in page and "No models yet" not in page
 
