@@ -7,13 +7,27 @@ No other module reads the environment. :func:`load_settings` validates every val
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from core.errors import ConfigError
 
 DEVICES = ("auto", "cpu", "cuda")
+#: Host names a loopback-bound service answers to when ATELIER_ALLOWED_HOSTS is not set.
+LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "::1")
+
+
+def is_loopback(host: str) -> bool:
+    """True for addresses only this machine can reach (127.0.0.0/8, ::1, localhost)."""
+    import ipaddress
+
+    if host in ("localhost", ""):
+        return host == "localhost"
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 @dataclass(frozen=True)
@@ -28,6 +42,14 @@ class Settings:
     max_upload_mb: int = 50
     max_image_pixels: int = 40_000_000
     max_output_size: int = 4096  # longest side of a style-transfer output, before the memory estimate
+    # -- bounds on what one request or one job may cost (issue 9) -----------------------------------
+    allowed_hosts: tuple[str, ...] | None = None  # None: loopback names when bound to loopback, else any
+    max_files_per_field: int = 32  # files in one upload field of a job (e.g. style images)
+    max_job_pixels: int = 200_000_000  # decoded pixels of all a job's uploaded images together
+    max_form_parts: int = 1000  # multipart parts in one request
+    dataset_max_side: int = 1024  # dataset images are re-encoded at ingest to at most this longest side
+    dataset_max_files: int = 20_000  # members of a dataset upload (archive members or files)
+    worker_max_memory_mb: int = 4096  # a worker child above this RSS after a job is replaced (0: never)
     queue: str = "gpu"
     lease_seconds: int = 60
     heartbeat_seconds: float = 10.0
@@ -59,11 +81,21 @@ class Settings:
     def storage_dir(self) -> Path:
         return (self.data_dir / "files").resolve()
 
+    @property
+    def host_allow_list(self) -> tuple[str, ...]:
+        """The host names requests may address (``Host`` header, and ``Origin`` of POSTs); empty: any.
+
+        Unset, a service bound to loopback answers only to loopback names (what a DNS-rebinding page
+        cannot send); one bound elsewhere answers to any name, and ``/healthz`` warns about it."""
+        if self.allowed_hosts is not None:
+            return self.allowed_hosts
+        return LOOPBACK_HOSTS if is_loopback(self.host) else ()
+
     def with_overrides(self, **kw: object) -> "Settings":
         return replace(self, **kw)  # type: ignore[arg-type]
 
 
-_SPEC: dict[str, tuple[str, type]] = {
+_SPEC: dict[str, tuple[str, Callable[[str], object]]] = {
     "ATELIER_DATA_DIR": ("data_dir", Path),
     "ATELIER_DATABASE_URL": ("database_url", str),
     "ATELIER_BROKER_URL": ("broker_url", str),
@@ -74,6 +106,13 @@ _SPEC: dict[str, tuple[str, type]] = {
     "ATELIER_MAX_UPLOAD_MB": ("max_upload_mb", int),
     "ATELIER_MAX_IMAGE_PIXELS": ("max_image_pixels", int),
     "ATELIER_MAX_OUTPUT_SIZE": ("max_output_size", int),
+    "ATELIER_ALLOWED_HOSTS": ("allowed_hosts", lambda raw: tuple(h.strip().lower() for h in raw.split(",") if h.strip())),
+    "ATELIER_MAX_FILES_PER_FIELD": ("max_files_per_field", int),
+    "ATELIER_MAX_JOB_PIXELS": ("max_job_pixels", int),
+    "ATELIER_MAX_FORM_PARTS": ("max_form_parts", int),
+    "ATELIER_DATASET_MAX_SIDE": ("dataset_max_side", int),
+    "ATELIER_DATASET_MAX_FILES": ("dataset_max_files", int),
+    "ATELIER_WORKER_MAX_MEMORY_MB": ("worker_max_memory_mb", int),
     "ATELIER_QUEUE": ("queue", str),
     "ATELIER_LEASE_SECONDS": ("lease_seconds", int),
     "ATELIER_HEARTBEAT_SECONDS": ("heartbeat_seconds", float),
@@ -86,7 +125,8 @@ _SPEC: dict[str, tuple[str, type]] = {
 }
 
 _POSITIVE = {"port", "max_upload_mb", "max_image_pixels", "max_output_size", "lease_seconds",
-             "heartbeat_seconds", "progress_interval", "max_attempts", "worker_concurrency"}
+             "heartbeat_seconds", "progress_interval", "max_attempts", "worker_concurrency",
+             "max_files_per_field", "max_job_pixels", "max_form_parts", "dataset_max_side", "dataset_max_files"}
 
 
 def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
@@ -100,7 +140,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         try:
             value: object = typ(raw)
         except ValueError:
-            raise ConfigError(f"{var}={raw!r} is not a valid {typ.__name__}") from None
+            raise ConfigError(f"{var}={raw!r} is not a valid {getattr(typ, '__name__', 'value')}") from None
         if name in _POSITIVE and value <= 0:  # type: ignore[operator]
             raise ConfigError(f"{var}={raw!r} must be greater than 0")
         values[name] = value
@@ -118,6 +158,8 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         raise ConfigError("ATELIER_BROKER_URL must be redis://..., amqp://... or filesystem://")
     if s.vgg19_weights not in ("", "random") and not s.vgg19_weights.endswith((".pth", ".pt", ".safetensors")):
         raise ConfigError("ATELIER_VGG19_WEIGHTS must be empty (torchvision's weights), 'random', or a .pth/.safetensors path")
+    if s.worker_max_memory_mb < 0:
+        raise ConfigError(f"ATELIER_WORKER_MAX_MEMORY_MB={s.worker_max_memory_mb} must be 0 (no limit) or more")
     if s.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
         raise ConfigError("ATELIER_LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR")
     return s
