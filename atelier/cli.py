@@ -51,6 +51,9 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
 
     app = create_app(settings)
     log.info("serving on http://%s:%d", settings.host, settings.port)
+    if not settings.host_allow_list:
+        log.warning("bound to %s with no host allow-list: any Host name is answered (DNS rebinding); set "
+                    "ATELIER_ALLOWED_HOSTS to the names clients use", settings.host)
     serve(app, host=settings.host, port=settings.port, threads=args.threads, ident="atelier",
           max_request_body_size=settings.max_upload_mb * 1024 * 1024 + 1024 * 1024, _quiet=True)
     return 0

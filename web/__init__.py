@@ -11,19 +11,24 @@ from flask import Flask
 from core.services import Services, build_services
 from core.settings import Settings, load_settings
 
+#: The largest text field of a form (``params`` and the like); files have their own, larger limit.
+MAX_TEXT_FIELD_BYTES = 1 << 20
+
 
 def create_app(settings: Settings | None = None, *, services: Services | None = None, celery: Any = None,
                check_migrated: bool = True) -> Flask:
     from web import api, api_resources, health, pages
-    from web.security import install_same_origin_guard
+    from web.security import install_security
     from web.deps import WebState
     from worker.celery_app import create_celery
 
     settings = settings or (services.settings if services else load_settings())
     services = services or build_services(settings, check_migrated=check_migrated)
     app = Flask(__name__)
+    install_security(app, settings.host_allow_list)  # first: the Host check runs before anything else
     app.config["MAX_CONTENT_LENGTH"] = settings.max_upload_mb * 1024 * 1024
-    app.config["MAX_FORM_MEMORY_SIZE"] = settings.max_upload_mb * 1024 * 1024
+    app.config["MAX_FORM_MEMORY_SIZE"] = MAX_TEXT_FIELD_BYTES
+    app.config["MAX_FORM_PARTS"] = settings.max_form_parts
     app.json.sort_keys = False  # type: ignore[attr-defined]
     app.extensions["atelier"] = WebState(services=services, celery=celery or create_celery(settings))
     app.register_blueprint(api.bp)
@@ -31,5 +36,4 @@ def create_app(settings: Settings | None = None, *, services: Services | None = 
     app.register_blueprint(health.bp)
     app.register_blueprint(pages.bp)
     api.register_error_handlers(app)
-    install_same_origin_guard(app)
     return app

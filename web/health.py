@@ -2,7 +2,8 @@
 
 Answers 200 when the database and broker are usable (a service with no live worker still accepts jobs;
 they wait in the queue) and 503 otherwise. The workers' entries include whether the style-transfer
-weights are usable, so a missing weights file is visible before anyone submits.
+weights are usable, so a missing weights file is visible before anyone submits. ``exposure`` warns when
+the service is bound to a non-loopback address without a host allow-list.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from flask import Blueprint, jsonify
 
 from core import db
 from core.jobs import repository as repo
+from core.settings import is_loopback
 from web import deps
 from web.serialize import worker_json
 
@@ -65,8 +67,23 @@ def check_workers() -> dict[str, Any]:
     return out
 
 
+def check_exposure() -> dict[str, Any]:
+    """Who can reach the service: a public bind address with no host allow-list answers to any name a
+    DNS-rebinding page chooses. Never fails the health check; warns so an operator sees it."""
+    settings = deps.services().settings
+    hosts = settings.host_allow_list
+    if is_loopback(settings.host):
+        return {"state": "ok", "bound": settings.host, "allowed_hosts": list(hosts)}
+    if not hosts:
+        return {"state": "warn", "bound": settings.host, "allowed_hosts": [],
+                "detail": f"bound to {settings.host}, a non-loopback address, with no host allow-list: any Host "
+                          "name is answered (DNS rebinding). Set ATELIER_ALLOWED_HOSTS to the names clients use."}
+    return {"state": "ok", "bound": settings.host, "allowed_hosts": list(hosts)}
+
+
 @bp.get("/healthz")
 def healthz():  # type: ignore[no-untyped-def]
-    checks = {"database": check_database(), "broker": check_broker(), "workers": check_workers()}
+    checks = {"database": check_database(), "broker": check_broker(), "workers": check_workers(),
+              "exposure": check_exposure()}
     healthy = checks["database"]["state"] == "ok" and checks["broker"]["state"] == "ok"
     return jsonify({"status": "ok" if healthy else "error", **checks}), (200 if healthy else 503)
