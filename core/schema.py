@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from core.errors import UserError
+from core.errors import UserError, quote
 
 _TYPES = ("int", "float", "str", "bool", "choice", "int_list", "float_list", "str_list")
 
@@ -85,7 +85,7 @@ class Param:
                 return True
             if isinstance(raw, str) and raw.lower() in ("0", "false", "no", "off"):
                 return False
-            raise ValueError(f"expected true or false, got {raw!r}")
+            raise ValueError(f"expected true or false, got {quote(raw)}")
         if t == "int":
             return self._bounded(_to_int(raw))
         if t == "float":
@@ -96,7 +96,7 @@ class Param:
             return raw.strip()
         if t == "choice":
             if raw not in self.choices:
-                raise ValueError(f"expected one of {', '.join(self.choices)}, got {raw!r}")
+                raise ValueError(f"expected one of {', '.join(self.choices)}, got {quote(raw)}")
             return raw
         items = _to_list(raw)
         if t == "int_list":
@@ -182,7 +182,7 @@ class Schema:
         unknown = sorted(set(raw) - set(self._by_name))
         if unknown:
             raise UserError(
-                f"unknown parameter {unknown[0]!r} for {self.kind}; known: {', '.join(self._by_name)}",
+                f"unknown parameter {quote(unknown[0])} for {self.kind}; known: {', '.join(self._by_name)}",
                 unknown[0],
                 422,
             )
@@ -242,7 +242,7 @@ def _to_int(raw: Any) -> int:
             return int(raw.strip())
         except ValueError:
             pass
-    raise ValueError(f"expected an integer, got {raw!r}")
+    raise ValueError(f"expected an integer, got {quote(raw)}")
 
 
 def _to_float(raw: Any) -> float:
@@ -251,7 +251,7 @@ def _to_float(raw: Any) -> float:
     try:
         v = float(raw.strip() if isinstance(raw, str) else raw)
     except (TypeError, ValueError):
-        raise ValueError(f"expected a number, got {raw!r}") from None
+        raise ValueError(f"expected a number, got {quote(raw)}") from None
     if not math.isfinite(v):
         raise ValueError("expected a finite number")
     return v

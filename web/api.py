@@ -9,19 +9,24 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from flask import Blueprint, Flask, Response, abort, jsonify, request, send_file
+from flask import Blueprint, Flask, Response, abort, current_app, jsonify, request, send_file
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
-from core.errors import UserError
+from core.errors import UserError, quote
 from core.jobs import repository as repo
 from core.jobs.submit import Upload, submit_job
 from core.kinds.registry import job_kinds
 from core.models import JOB_STATUSES
 from web import deps
 from web.openapi import openapi_spec
+from web.security import INLINE_IMAGE_TYPES, file_headers
 from web.serialize import job_json, worker_json
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
+
+#: Types a stored file may be served as; anything else (say a stored "text/html") goes out as bytes.
+SERVED_TYPES = frozenset({*INLINE_IMAGE_TYPES, "image/bmp", "image/tiff", "application/json",
+                          "application/octet-stream", "application/zip"})
 
 MAX_PAGE = 100
 
@@ -36,9 +41,8 @@ def register_error_handlers(app: Flask) -> None:
         return error(exc.message, exc.field, exc.status)
 
     @app.errorhandler(RequestEntityTooLarge)
-    def _too_large(_exc: RequestEntityTooLarge):  # type: ignore[no-untyped-def]
-        limit = deps.services().settings.max_upload_mb
-        return error(f"the upload is larger than the {limit} MB limit", None, 413)
+    def _too_large(exc: RequestEntityTooLarge):  # type: ignore[no-untyped-def]
+        return error(too_large_message(exc), None, 413)
 
     @app.errorhandler(HTTPException)
     def _http(exc: HTTPException):  # type: ignore[no-untyped-def]
@@ -47,26 +51,96 @@ def register_error_handlers(app: Flask) -> None:
         return exc
 
 
+def too_large_message(exc: RequestEntityTooLarge) -> str:
+    """Which of the request limits was hit. Werkzeug raises the same exception for the body size, the
+    number of form parts and the size of one text field; the frame that raised it tells them apart."""
+    settings = deps.services().settings
+    cfg = current_app.config
+    if request.content_length is not None and request.content_length > (cfg.get("MAX_CONTENT_LENGTH") or 0):
+        return (f"the request is {request.content_length / 2**20:.1f} MB; the limit is {settings.max_upload_mb} MB "
+                "(ATELIER_MAX_UPLOAD_MB)")
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    raiser = tb.tb_frame.f_locals.get("self") if tb is not None else None
+    max_parts = getattr(raiser, "max_parts", None)
+    if max_parts is not None and getattr(raiser, "_parts_decoded", 0) > max_parts:
+        return f"the form has more than {max_parts} parts (ATELIER_MAX_FORM_PARTS)"
+    if cfg.get("MAX_FORM_MEMORY_SIZE"):
+        return (f"a text field of the form is larger than {cfg['MAX_FORM_MEMORY_SIZE'] // 1024} KB "
+                "(parameters are small; files go in file fields)")
+    return f"the request is larger than the {settings.max_upload_mb} MB limit (ATELIER_MAX_UPLOAD_MB)"
+
+
 # -- submitting -----------------------------------------------------------------------------------
+#: Deepest nesting accepted in a JSON value from a client (parameters are flat; lists of numbers at most).
+MAX_JSON_DEPTH = 20
+#: Longest integer literal accepted in client JSON (far beyond any parameter, far below Python's limit).
+MAX_INT_DIGITS = 40
+
+
+def _refuse_int(literal: str) -> int:
+    if len(literal.lstrip("-")) > MAX_INT_DIGITS:
+        raise ValueError(f"a number has {len(literal.lstrip('-'))} digits; at most {MAX_INT_DIGITS} are accepted")
+    return int(literal)
+
+
+def _refuse_constant(name: str) -> float:
+    raise ValueError(f"{name} is not a number JSON allows")
+
+
+def _depth(value: Any) -> int:
+    """Nesting depth of a parsed JSON value, without recursion."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        v, d = stack.pop()
+        deepest = max(deepest, d)
+        if d > MAX_JSON_DEPTH:
+            break
+        children = v.values() if isinstance(v, dict) else v if isinstance(v, list) else ()
+        stack.extend((c, d + 1) for c in children)
+    return deepest
+
+
+def parse_json_object(raw: str | bytes, name: str | None, empty_ok: bool = True) -> dict[str, Any]:
+    """Client JSON that must be an object; any JSON the parser refuses (syntax, nesting, huge numbers,
+    NaN) is a 400 naming ``name``, never a 500."""
+    if not raw.strip():
+        if empty_ok:
+            return {}
+        raise UserError(f"{name or 'the body'} is empty; send a JSON object", name, 400)
+    what = name or "the body"
+    try:
+        value = json.loads(raw, parse_int=_refuse_int, parse_constant=_refuse_constant)
+    except json.JSONDecodeError as exc:
+        raise UserError(f"{what} is not valid JSON: {exc.msg} (at character {exc.pos})", name, 400) from None
+    except RecursionError:
+        raise UserError(f"{what} is nested too deeply (at most {MAX_JSON_DEPTH} levels)", name, 400) from None
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise UserError(f"{what} is not acceptable JSON: {quote(str(exc))[1:-1]}", name, 400) from None
+    if not isinstance(value, dict):
+        raise UserError(f"{what} must be a JSON object", name, 400)
+    if _depth(value) > MAX_JSON_DEPTH:
+        raise UserError(f"{what} is nested too deeply (at most {MAX_JSON_DEPTH} levels)", name, 400)
+    return value
+
+
 def json_object_field(name: str) -> dict[str, Any]:
     """A multipart/form field holding a JSON object (empty = ``{}``); 400 naming the field otherwise."""
-    raw = request.form.get(name, "")
-    try:
-        value = json.loads(raw) if raw.strip() else {}
-    except json.JSONDecodeError as exc:
-        raise UserError(f"{name} is not valid JSON: {exc.msg}", name, 400) from None
-    if not isinstance(value, dict):
-        raise UserError(f"{name} must be a JSON object", name, 400)
-    return value
+    return parse_json_object(request.form.get(name, ""), name)
+
+
+def json_body() -> dict[str, Any]:
+    """The request's JSON body as an object (400 naming the problem otherwise)."""
+    return parse_json_object(request.get_data(cache=True), None, empty_ok=False)
 
 
 def _read_submission() -> tuple[Any, Any, list[Upload]]:
     """``(kind, params, uploads)`` from a multipart form or a JSON body."""
     if request.mimetype == "application/json":
-        body = request.get_json(silent=True)
-        if not isinstance(body, dict):
-            raise UserError("the body must be a JSON object", None, 400)
-        return body.get("kind"), body.get("params") or {}, []
+        body = json_body()
+        params = body.get("params") or {}
+        return body.get("kind"), params, []
     if request.mimetype not in ("multipart/form-data", "application/x-www-form-urlencoded"):
         raise UserError("send multipart/form-data (with files) or application/json", None, 415)
     params = json_object_field("params")
@@ -90,7 +164,7 @@ def create_job():  # type: ignore[no-untyped-def]
 def _job_or_404(job_id: str):  # type: ignore[no-untyped-def]
     job = repo.get_job(deps.services().sessions, job_id)
     if job is None:
-        raise UserError(f"there is no job with id {job_id!r}", "id", 404)
+        raise UserError(f"there is no job with id {quote(job_id)}", "id", 404)
     return job
 
 
@@ -129,13 +203,15 @@ def cancel_job(job_id: str):  # type: ignore[no-untyped-def]
     return jsonify(job_json(_job_or_404(job_id))), 202
 
 
-def _send_stored(key: str, content_type: str, download_name: str | None = None):  # type: ignore[no-untyped-def]
+def _send_stored(key: str, content_type: str, name: str, download: bool = False):  # type: ignore[no-untyped-def]
+    """A stored file, typed by what it decoded to at upload (never the client's header): images the
+    pages show are inline, everything else is an attachment; both under a sandboxing CSP."""
     path = deps.services().storage.path(key)
     if not path.is_file():
         abort(404, "the file is gone from storage")
-    resp = send_file(path, mimetype=content_type, download_name=download_name, as_attachment=False, max_age=0)
-    resp.headers["X-Content-Type-Options"] = "nosniff"
-    return resp
+    mimetype = content_type if content_type in SERVED_TYPES else "application/octet-stream"
+    resp = send_file(path, mimetype=mimetype, as_attachment=False, max_age=0)
+    return file_headers(resp, mimetype, name, download)
 
 
 @bp.get("/jobs/<job_id>/outputs/<name>")
@@ -143,11 +219,8 @@ def job_output(job_id: str, name: str):  # type: ignore[no-untyped-def]
     job = _job_or_404(job_id)
     for f in job.files:
         if f.direction == "output" and f.name == name:
-            resp = _send_stored(f.path, f.content_type, f.name)
-            if request.args.get("download"):
-                resp.headers["Content-Disposition"] = f'attachment; filename="{f.name}"'
-            return resp
-    raise UserError(f"job {job_id} has no output named {name!r}", "name", 404)
+            return _send_stored(f.path, f.content_type, f.name, download=bool(request.args.get("download")))
+    raise UserError(f"job {job_id} has no output named {quote(name)}", "name", 404)
 
 
 @bp.get("/jobs/<job_id>/inputs/<name>")
@@ -155,8 +228,8 @@ def job_input(job_id: str, name: str):  # type: ignore[no-untyped-def]
     job = _job_or_404(job_id)
     for f in job.files:
         if f.direction == "input" and f.name == name:
-            return _send_stored(f.path, f.content_type, f.name)
-    raise UserError(f"job {job_id} has no input named {name!r}", "name", 404)
+            return _send_stored(f.path, f.content_type, f.name, download=bool(request.args.get("download")))
+    raise UserError(f"job {job_id} has no input named {quote(name)}", "name", 404)
 
 
 @bp.get("/jobs/<job_id>/preview")
@@ -164,7 +237,7 @@ def job_preview(job_id: str):  # type: ignore[no-untyped-def]
     job = _job_or_404(job_id)
     if not job.preview_path:
         raise UserError("this job has no preview yet", "preview", 404)
-    return _send_stored(job.preview_path, "image/jpeg")
+    return _send_stored(job.preview_path, "image/jpeg", "preview.jpg")
 
 
 @bp.get("/jobs/<job_id>/metrics")

@@ -11,11 +11,11 @@ from flask import Blueprint, jsonify, request, send_file
 
 from core import resources
 from core.datasets import LAYOUTS, build_demo_dataset, ingest_dataset
-from core.errors import UserError
+from core.errors import UserError, quote
 from core.jobs.runner import safe_filename
 from core.kinds.gan import IMPORT_SCHEMA
 from web import deps
-from web.api import json_object_field
+from web.api import json_body, json_object_field
 from web.serialize import dataset_json, model_json
 
 bp = Blueprint("resources", __name__, url_prefix="/api/v1")
@@ -27,7 +27,7 @@ def _row_or_404(table: str, resource_id: str):  # type: ignore[no-untyped-def]
     row = resources.get(deps.services(), table, resource_id)
     if row is None:
         singular = table.rstrip("s")
-        raise UserError(f"there is no {singular} with id {resource_id!r}", "id", 404)
+        raise UserError(f"there is no {singular} with id {quote(resource_id)}", "id", 404)
     return row
 
 
@@ -72,7 +72,8 @@ def create_dataset():  # type: ignore[no-untyped-def]
 @bp.post("/datasets/demo")
 def create_demo_dataset():  # type: ignore[no-untyped-def]
     """The one-click demo: bundled photos (A) and the same kind of photos with a fixed colour grading (B)."""
-    layout = (request.get_json(silent=True) or {}).get("layout") or request.form.get("layout") or "unpaired"
+    body = json_body() if request.mimetype == "application/json" and request.content_length else {}
+    layout = body.get("layout") or request.form.get("layout") or "unpaired"
     if layout not in LAYOUTS:
         raise UserError(f"layout must be one of {', '.join(LAYOUTS)}", "layout", 422)
     services = deps.services()

@@ -20,7 +20,7 @@ from werkzeug.exceptions import RequestEntityTooLarge
 from werkzeug.routing import BuildError
 
 from core import resources
-from core.errors import UserError
+from core.errors import UserError, quote
 from core.images import decode_image, thumbnail_jpeg
 from core.jobs import repository as repo
 from core.jobs.submit import Upload, submit_job
@@ -316,7 +316,7 @@ def _example_upload(role: str, name: str) -> Upload:
     """The bytes of a bundled example, by a name checked against the listing (never a path from the user)."""
     folder, listing = EXAMPLE_INPUTS[role]
     if name not in listing():
-        raise UserError(f"{role}: {name!r} is not one of the example paintings", role, 422)
+        raise UserError(f"{role}: {quote(name)} is not one of the example paintings", role, 422)
     data = (deps.EXAMPLES_DIR / folder / name).read_bytes()
     return Upload(role=role, filename=name, data=data, content_type="image/jpeg" if name.endswith(".jpg") else "")
 

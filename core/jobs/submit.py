@@ -2,22 +2,21 @@
 that leaves nothing behind.
 
 Shared by the JSON API and the web form, so both check exactly the same things: the kind, every
-parameter against the kind's schema, each upload slot, each image (header size before decoding, then a
-full decode so truncated files are caught), references to datasets/models, and the kind's own
-cross-field rules.
+parameter against the kind's schema, each upload slot and the number of files in it, each image (its
+header and completeness, without decoding pixels; its type is what it decodes to), the job's total
+pixels, references to datasets/models, and the kind's own cross-field rules.
 """
 
 from __future__ import annotations
 
 import hashlib
-import mimetypes
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from core import resources
-from core.errors import UserError
-from core.images import decode_image
+from core.errors import UserError, quote
+from core.images import FORMAT_TYPES, check_complete, oriented_size, probe_image
 from core.jobs import repository as repo
 from core.jobs.runner import safe_filename
 from core.kinds.base import JobKind, UploadInfo
@@ -31,7 +30,7 @@ class Upload:
     role: str  # the multipart field name
     filename: str
     data: bytes
-    content_type: str = ""
+    content_type: str = ""  # what the client claimed; never trusted (the type comes from decoding)
 
 
 def resolve_kind(name: Any) -> JobKind:
@@ -39,29 +38,44 @@ def resolve_kind(name: Any) -> JobKind:
         raise UserError(f"kind is required; one of {', '.join(job_kinds())}", "kind", 422)
     kind = get_kind(str(name))
     if kind is None:
-        raise UserError(f"unknown kind {name!r}; one of {', '.join(job_kinds())}", "kind", 422)
+        raise UserError(f"unknown kind {quote(name)}; one of {', '.join(job_kinds())}", "kind", 422)
     return kind
 
 
 def validate_uploads(services: Services, kind: JobKind, uploads: Sequence[Upload]) -> list[UploadInfo]:
+    """Check every upload in the request thread without decoding pixels: its slot, the count per field,
+    its header (format, size, pixel limit), that the file is complete, and the job's total pixels. Each
+    image is typed by what its header says it is. Decoding happens in the worker, at the size the job
+    needs (:meth:`core.kinds.context.JobContext.load_image`)."""
+    settings = services.settings
     specs = {spec.role: spec for spec in kind.inputs}
     infos: list[UploadInfo] = []
     seen: dict[str, int] = {}
+    total_pixels = 0
     for up in uploads:
         spec = specs.get(up.role)
         if spec is None:
-            raise UserError(f"unexpected file field {up.role!r}; {kind.name} takes {', '.join(specs) or 'no files'}",
+            raise UserError(f"unexpected file field {quote(up.role)}; {kind.name} takes {', '.join(specs) or 'no files'}",
                             up.role, 422)
         seen[up.role] = seen.get(up.role, 0) + 1
         if seen[up.role] > 1 and not spec.multiple:
             raise UserError(f"{up.role}: only one file is allowed", up.role, 422)
+        if seen[up.role] > settings.max_files_per_field:
+            raise UserError(f"{up.role}: more than {settings.max_files_per_field} files in one field "
+                            "(ATELIER_MAX_FILES_PER_FIELD)", up.role, 413)
         if not up.data:
             raise UserError(f"{up.role}: the file is empty", up.role, 422)
         if spec.accept == "image":
-            img = decode_image(up.data, up.role, services.settings.max_image_pixels)
-            infos.append(UploadInfo(up.role, up.filename, up.content_type, len(up.data), img.width, img.height))
+            fmt, _, _ = probe_image(up.data, up.role, settings.max_image_pixels)
+            check_complete(up.data, fmt, up.role)
+            w, h = oriented_size(up.data) or probe_image(up.data, up.role, settings.max_image_pixels)[1:]
+            total_pixels += w * h
+            if total_pixels > settings.max_job_pixels:
+                raise UserError(f"{up.role}: the job's images hold more than {settings.max_job_pixels:,} pixels in "
+                                "all (ATELIER_MAX_JOB_PIXELS); send fewer or smaller images", up.role, 413)
+            infos.append(UploadInfo(up.role, up.filename, FORMAT_TYPES[fmt], len(up.data), w, h))
         else:
-            infos.append(UploadInfo(up.role, up.filename, up.content_type or "application/octet-stream", len(up.data)))
+            infos.append(UploadInfo(up.role, up.filename, "application/octet-stream", len(up.data)))
     for spec in kind.inputs:
         if spec.required and not seen.get(spec.role):
             raise UserError(f"{spec.role}: a file is required ({spec.help})", spec.role, 422)
@@ -81,7 +95,7 @@ def submit_job(services: Services, kind_name: Any, raw_params: Mapping[str, Any]
         if value:
             row = resources.get(services, table + "s", str(value))
             if row is None:
-                raise UserError(f"{name}: there is no {table} with id {value!r}", name, 422)
+                raise UserError(f"{name}: there is no {table} with id {quote(value)}", name, 422)
             referenced[name] = row
     if kind.check_references is not None:
         kind.check_references(params, referenced)
@@ -93,12 +107,12 @@ def submit_job(services: Services, kind_name: Any, raw_params: Mapping[str, Any]
     files: list[JobFile] = []
     used: set[str] = set()
     try:
-        for i, up in enumerate(uploads):
+        for i, (up, info) in enumerate(zip(uploads, infos)):
             name = _unique(f"{up.role}-{i}-{safe_filename(up.filename, up.role)}", used)
             key = f"jobs/{job_id}/inputs/{name}"
             obj = services.storage.put_bytes(key, up.data)
-            ctype = up.content_type or mimetypes.guess_type(up.filename)[0] or "application/octet-stream"
-            files.append(JobFile(direction="input", role=up.role, name=name, path=key, content_type=ctype,
+            # The type is what the bytes decoded to (info), never the client's Content-Type.
+            files.append(JobFile(direction="input", role=up.role, name=name, path=key, content_type=info.content_type,
                                  size=obj.size, sha256=hashlib.sha256(up.data).hexdigest()))
         job = Job(id=job_id, kind=kind.name, status="queued", params=params, total_steps=kind.total_steps(params),
                   max_attempts=services.settings.max_attempts,

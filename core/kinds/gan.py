@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from core.engines.gan.directions import DIRECTIONS, choose_direction
-from core.errors import UserError
+from core.errors import UserError, quote
 from core.kinds.base import DEVICE_PARAM, InputSpec, JobKind, UploadInfo
 from core.schema import Param, Schema
 
@@ -384,7 +384,7 @@ def require_paired_dataset(params: Mapping[str, Any], referenced: Mapping[str, A
     layout: it never uses the pairing.)"""
     dataset = referenced.get("dataset")
     if dataset is not None and dataset.layout != "paired":
-        raise UserError(f"dataset: {dataset.name!r} is an {dataset.layout} dataset; pix2pix learns from aligned "
+        raise UserError(f"dataset: {quote(dataset.name)} is an {dataset.layout} dataset; pix2pix learns from aligned "
                         "pairs, so upload it as a paired dataset, or train CycleGAN on this one", "dataset", 422)
 
 
@@ -394,7 +394,7 @@ def require_model_direction(params: Mapping[str, Any], referenced: Mapping[str, 
     model = referenced.get("model")
     available = list(((model.meta or {}).get("generators") or {}) if model is not None else {})
     if available:
-        choose_direction(available, params.get("direction", "auto"), f"model {model.name!r}")
+        choose_direction(available, params.get("direction", "auto"), f"model {quote(model.name)}")
 
 
 CYCLEGAN_KIND = JobKind(
