@@ -1,8 +1,10 @@
 """Safe image decoding and the conversions every engine shares.
 
 Uploaded bytes are untrusted: we check the header's dimensions against a pixel budget *before*
-decoding (a 20000x20000 PNG header is rejected without allocating 1.6 GB), force a full decode so a
-truncated file fails here rather than inside an engine, and normalise to RGB.
+decoding (a 20000x20000 PNG header is rejected without allocating 1.6 GB). A web request does only
+that and a cheap completeness check (:func:`check_complete`); the full decode, EXIF orientation and
+downscaling to the size a job needs happen in the worker (:func:`decode_image` with ``longest``), which
+also fails a truncated file there with a clear reason rather than inside an engine.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ import io
 import warnings
 from typing import BinaryIO
 
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from core.errors import UserError
 
@@ -44,23 +46,74 @@ def probe_image(data: bytes, field: str, max_pixels: int = DEFAULT_MAX_PIXELS) -
     return fmt, w, h
 
 
-def decode_image(data: bytes, field: str = "image", max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
-    """Decode untrusted bytes into an RGB image, fully loaded. Raises :class:`UserError` on bad input."""
+#: What each accepted format is served as: the type comes from what the bytes decode to, never from the
+#: client's ``Content-Type`` or file name.
+FORMAT_TYPES = {"PNG": "image/png", "JPEG": "image/jpeg", "WEBP": "image/webp", "BMP": "image/bmp",
+                "TIFF": "image/tiff", "GIF": "image/gif"}
+#: EXIF orientations that turn the picture by 90 degrees (its displayed width is the stored height).
+_QUARTER_TURNS = {5, 6, 7, 8}
+
+
+def oriented_size(data: bytes) -> tuple[int, int] | None:
+    """The displayed size (after the EXIF orientation a phone wrote) read from the header, or None."""
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            w, h = img.size
+            orientation = img.getexif().get(0x0112, 1)
+    except Exception:  # a header PIL cannot read was refused by probe_image already
+        return None
+    return (h, w) if orientation in _QUARTER_TURNS else (w, h)
+
+
+def check_complete(data: bytes, fmt: str, field: str) -> None:
+    """Catch truncated files without decoding pixels: PNG chunks (lengths and CRCs) must run to IEND,
+    a JPEG must end with its end-of-image marker, a WebP's RIFF size must match. Cheap enough for a
+    request thread; other formats are fully checked when the worker decodes them."""
+    damaged = UserError(f"{field}: the image file is damaged or truncated", field, 422)
+    if fmt == "PNG":
+        try:
+            with Image.open(io.BytesIO(data)) as img:
+                img.verify()  # walks the chunks and checks their CRCs; decompresses nothing
+        except Exception as exc:
+            raise damaged from exc
+    elif fmt == "JPEG":
+        if b"\xff\xd9" not in data[-4096:]:
+            raise damaged
+    elif fmt == "WEBP":
+        if len(data) < 12 or int.from_bytes(data[4:8], "little") + 8 > len(data):
+            raise damaged
+
+
+def decode_image(data: bytes, field: str = "image", max_pixels: int = DEFAULT_MAX_PIXELS,
+                 longest: int | None = None) -> Image.Image:
+    """Decode untrusted bytes into an RGB image, upright (EXIF orientation applied) and fully loaded.
+
+    With ``longest``, the image is decoded no larger than needed: JPEG decodes at 1/2, 1/4 or 1/8 scale
+    straight from the file (``draft``), other formats are reduced right after decoding, and the result
+    is scaled down (never up) so its longest side is ``longest``. A 6000x6000 style for a 512 px job is
+    then never held at full size longer than one decode. Raises :class:`UserError` on bad input.
+    """
     probe_image(data, field, max_pixels)
     try:
         with Image.open(io.BytesIO(data)) as img:
+            if longest and img.format == "JPEG":
+                img.draft("RGB", (longest, longest))  # the decoder's own downscaling: never below longest
             img.load()  # a truncated file fails here, not later inside an engine
-            return img.convert("RGB")
+            out = ImageOps.exif_transpose(img).convert("RGB")
     except (OSError, SyntaxError, ValueError) as exc:
         raise UserError(f"{field}: the image file is damaged or truncated", field, 422) from exc
+    if longest and max(out.size) > longest:
+        out = out.resize(scaled_size(out.width, out.height, longest), Image.Resampling.BICUBIC, reducing_gap=2.0)
+    return out
 
 
-def load_image(path_or_file: str | BinaryIO, field: str = "image", max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
+def load_image(path_or_file: str | BinaryIO, field: str = "image", max_pixels: int = DEFAULT_MAX_PIXELS,
+               longest: int | None = None) -> Image.Image:
     """Read and decode an image from a path or file object (same checks as :func:`decode_image`)."""
     if isinstance(path_or_file, str):
         with open(path_or_file, "rb") as fh:
-            return decode_image(fh.read(), field, max_pixels)
-    return decode_image(path_or_file.read(), field, max_pixels)
+            return decode_image(fh.read(), field, max_pixels, longest)
+    return decode_image(path_or_file.read(), field, max_pixels, longest)
 
 
 def scaled_size(width: int, height: int, longest: int) -> tuple[int, int]:

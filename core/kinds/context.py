@@ -16,7 +16,7 @@ from PIL import Image
 
 from core.atomic import write_atomically
 from core.engines.progress import Progress
-from core.images import decode_image
+from core.images import DEFAULT_MAX_PIXELS, decode_image
 
 
 @dataclass(frozen=True)
@@ -44,8 +44,11 @@ class JobContext(abc.ABC):
     def inputs_for(self, role: str) -> list[InputFile]:
         return [f for f in self.inputs if f.role == role]
 
-    def load_image(self, f: InputFile) -> Image.Image:
-        return decode_image(f.path.read_bytes(), f.role)
+    def load_image(self, f: InputFile, longest: int | None = None) -> Image.Image:
+        """Decode an input upright; with ``longest``, no larger than that (see :func:`decode_image`), so a
+        job never holds an upload at a resolution it does not use. Same pixel limit as at submit."""
+        max_pixels = getattr(self.settings, "max_image_pixels", None) or DEFAULT_MAX_PIXELS
+        return decode_image(f.path.read_bytes(), f.role, max_pixels, longest)
 
     @abc.abstractmethod
     def save_output(self, name: str, data: bytes, content_type: str) -> None:

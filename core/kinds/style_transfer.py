@@ -118,9 +118,11 @@ def run(ctx: "JobContext") -> None:
     content_files, style_files, init_files = ctx.inputs_for("content"), ctx.inputs_for("style"), ctx.inputs_for("init")
     if not content_files:
         raise UserError("a content image is required", "content")
-    content = ctx.load_image(content_files[0])
-    styles = [ctx.load_image(f) for f in style_files]
-    init_image = ctx.load_image(init_files[0]) if init_files and params["init"] == "image" else None
+    # Decoded no larger than the job uses: the output's size, and the styles at style_scale of it.
+    size = params["size"]
+    content = ctx.load_image(content_files[0], longest=size)
+    styles = [ctx.load_image(f, longest=max(1, round(size * params["style_scale"]))) for f in style_files]
+    init_image = ctx.load_image(init_files[0], longest=size) if init_files and params["init"] == "image" else None
     image_seconds = time.perf_counter() - t0
     if params["device"] == "auto" and getattr(ctx, "device", "auto") in ("cpu", "cuda"):
         params["device"] = ctx.device
