@@ -32,6 +32,9 @@ def celery_config(settings: Settings) -> dict[str, object]:
         "broker_connection_retry_on_startup": True,
         "worker_hijack_root_logger": False,
         "worker_concurrency": settings.worker_concurrency,
+        # A pool child whose resident memory grew past the limit during a job (a big decode, a leak in a
+        # library) is replaced once that job ends, so memory held after a job is given back.
+        "worker_max_memory_per_child": settings.worker_max_memory_mb * 1024 or None,
         "worker_send_task_events": False,
         "enable_utc": True,
     }

@@ -34,6 +34,7 @@ from core.engines.device import cpu_has_fast_bf16, resolve_device
 from core.engines.progress import Progress
 from core.engines.style.color import keep_colors
 from core.engines.style.lbfgs import LBFGS
+from core.engines.reservations import reserve
 from core.engines.style.memory import available_bytes, estimate_bytes, format_bytes, largest_fitting_size
 from core.engines.style.objective import Objective
 from core.engines.style.options import StyleOptions, blend_weights, min_size_for, parse_layers, used_layers
@@ -182,7 +183,18 @@ def stylize(content: Image.Image, styles: Sequence[Image.Image], options: StyleO
     out = levels[-1]
     style_size = max(1, round(options.size * options.style_scale))
     check_sizes(levels, [s.size for s in styles], options.style_scale, min_side)
-    _check_memory(out, [_style_dims(s, style_size) for s in styles], capture, dtype, device, options)
+    need = _check_memory(out, [_style_dims(s, style_size) for s in styles], capture, dtype, device, options)
+    with reserve(need if device.type == "cpu" else 0):
+        return _run(content, styles, options, weights, init_image, progress, on_step, content_layers, style_layers,
+                    blend, capture, device, dtype, levels)
+
+
+def _run(content: Image.Image, styles: Sequence[Image.Image], options: StyleOptions, weights: str,
+         init_image: Image.Image | None, progress: Progress, on_step: StepHook | None, content_layers: Any,
+         style_layers: Any, blend: Any, capture: Any, device: torch.device, dtype: torch.dtype,
+         levels: Any) -> StyleResult:
+    """The optimisation itself, once the job is known to fit (see :func:`stylize`)."""
+    out = levels[-1]
 
     t_load = time.perf_counter()
     vgg32 = load_vgg19(weights, capture or ["conv1_1"], options.pooling, device=device, dtype=torch.float32)
@@ -300,8 +312,8 @@ def _style_dims(style: Image.Image, longest: int) -> tuple[int, int]:
 
 
 def _check_memory(out: Level, style_dims: list[tuple[int, int]], capture: list[str], dtype: torch.dtype,
-                  device: torch.device, options: StyleOptions) -> None:
-    """Refuse, before allocating anything big, a size that would not fit in memory."""
+                  device: torch.device, options: StyleOptions) -> int:
+    """Refuse, before allocating anything big, a size that would not fit in memory; returns the estimate."""
     need = estimate_bytes(out.width, out.height, style_dims, capture, 2 if dtype == torch.bfloat16 else 4,
                           options.optimizer, options.lbfgs_history)
     have = available_bytes(str(device) if device.type == "cuda" else "cpu")
@@ -311,6 +323,7 @@ def _check_memory(out: Level, style_dims: list[tuple[int, int]], capture: list[s
                          f"{'GPU ' if device.type == 'cuda' else ''}memory but only {format_bytes(max(have, 0))} "
                          f"is free on this worker. Choose a size of at most {fits} px"
                          f"{' or a shorter L-BFGS history' if options.optimizer == 'lbfgs' else ''}.")
+    return need
 
 
 @contextlib.contextmanager

@@ -16,6 +16,7 @@ import math
 import os
 from collections.abc import Collection, Sequence
 
+from core.engines.reservations import pending_elsewhere
 from core.engines.vgg import LAYERS, layer
 
 #: Headroom for allocator fragmentation, oneDNN/cuDNN workspaces and the unaccounted.
@@ -56,7 +57,16 @@ def estimate_bytes(width: int, height: int, style_sizes: Sequence[tuple[int, int
 
 
 def available_bytes(device: str) -> int | None:
-    """Memory a job may use on ``device`` now (None when it cannot be told)."""
+    """Memory a job may use on ``device`` now (None when it cannot be told). On CPU: what the host has
+    available, less what other jobs starting on this host have reserved and not yet taken
+    (:mod:`core.engines.reservations`)."""
+    have = _free_bytes(device)
+    if have is None or device.startswith("cuda"):
+        return have
+    return have - pending_elsewhere()
+
+
+def _free_bytes(device: str) -> int | None:
     if device.startswith("cuda"):
         import torch
 
