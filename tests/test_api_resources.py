@@ -9,10 +9,12 @@ import pickle
 import zipfile
 
 import pytest
+from PIL import Image
 
 from core import resources
 from core.services import Services
 from tests.conftest import png_bytes
+from tests.test_gan_datasets import zeros_zip
 
 
 def zip_of(entries: dict[str, bytes]) -> bytes:
@@ -141,3 +143,38 @@ def test_import_refuses_other_files(client) -> None:
     resp = client.post("/api/v1/models", data={}, content_type="multipart/form-data")
     assert resp.status_code == 422
     assert client.get("/api/v1/models/nope").status_code == 404
+
+
+def files_under(services: Services) -> set[str]:
+    """Every file in storage and in the scratch area (where uploads are unpacked)."""
+    roots = (services.storage.root, services.settings.data_dir / "tmp")
+    return {p.as_posix() for root in roots if root.exists() for p in root.rglob("*") if p.is_file()}
+
+
+def test_zip_bomb_upload_is_refused_and_stores_nothing(client, services: Services) -> None:
+    before = files_under(services)
+    resp = upload_dataset(client, zeros_zip())  # 1,000 members of 1 MiB of zeros in 1.1 MB
+    assert resp.status_code == 413, resp.get_json()
+    body = resp.get_json()
+    assert body["field"] == "file" and "the limit is 100 to 1" in body["error"] and "zip bomb" in body["error"]
+    assert client.get("/api/v1/datasets").get_json()["datasets"] == []
+    assert files_under(services) == before
+
+
+def test_dataset_limits_come_from_settings(client, services: Services) -> None:
+    services.settings = services.settings.with_overrides(dataset_max_files=3, dataset_max_side=80)
+    four = {"trainA/a.png": png_bytes(160, 128), "trainA/b.png": png_bytes(64, 64),
+            "trainB/c.png": png_bytes(64, 64, (50, 50, 200)), "trainB/d.png": png_bytes(64, 64, (9, 9, 9))}
+    before = files_under(services)
+    resp = upload_dataset(client, zip_of(four))
+    assert resp.status_code == 413 and resp.get_json()["field"] == "file"
+    assert "4 members; the limit is 3 files" in resp.get_json()["error"]
+    assert client.get("/api/v1/datasets").get_json()["datasets"] == [] and files_under(services) == before
+    del four["trainB/d.png"]
+    resp = upload_dataset(client, zip_of(four))
+    assert resp.status_code == 201, resp.get_json()
+    meta = resp.get_json()["meta"]
+    assert meta["downscaled"] == 1 and meta["counts"] == {"A": 2, "B": 1}
+    stored = resources.local_path(services, "datasets", resp.get_json()["id"])
+    assert Image.open(stored / "trainA" / "a.png").size == (80, 64)
+    assert (stored / "trainA" / "b.png").read_bytes() == four["trainA/b.png"]
