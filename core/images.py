@@ -59,7 +59,13 @@ def oriented_size(data: bytes) -> tuple[int, int] | None:
     try:
         with Image.open(io.BytesIO(data)) as img:
             w, h = img.size
-            orientation = img.getexif().get(0x0112, 1)
+            if img.format == "JPEG":  # EXIF sits in a header segment; reading it decodes no pixels
+                orientation = img.getexif().get(0x0112, 1)
+            else:  # elsewhere getexif() may decode the whole image (PNG): use only what the header holds
+                exif = Image.Exif()
+                if img.info.get("exif"):
+                    exif.load(img.info["exif"])
+                orientation = exif.get(0x0112, 1)
     except Exception:  # a header PIL cannot read was refused by probe_image already
         return None
     return (h, w) if orientation in _QUARTER_TURNS else (w, h)

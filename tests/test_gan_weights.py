@@ -165,3 +165,30 @@ def test_safetensors_file_translates_like_the_model_dir(tmp_path: Path) -> None:
     assert a.tobytes() == b.tobytes()
     with pytest.raises(UserError, match="only AtoB"):
         load_generator(tmp_path / "model", "BtoA")
+
+
+def test_a_hostile_pickle_is_refused_before_torch_is_imported(tmp_path: Path) -> None:
+    """The web process must not pay torch's ~500 MB import to refuse a pickle that calls print()."""
+    import subprocess
+    import sys
+
+    from tests.gan_support import REPO_ROOT
+
+    code = """
+import pickle, sys
+from pathlib import Path
+class Boom:
+    def __reduce__(self):
+        return (print, ("unpickled!",))
+p = Path(sys.argv[1]) / "G_A.pth"
+p.write_bytes(pickle.dumps({"model.1.weight": Boom()}))
+from core.errors import UserError
+from core.kinds.gan import import_generator
+try:
+    import_generator(p, p.parent / "model", {})
+except UserError as e:
+    print("refused:", e.field, e.status, "builtins.print" in str(e), "torch" in sys.modules)
+"""
+    out = subprocess.run([sys.executable, "-c", code, str(tmp_path)], cwd=REPO_ROOT, capture_output=True,
+                         text=True, check=True).stdout
+    assert out.strip() == "refused: file 422 True False", out

@@ -6,11 +6,12 @@ from __future__ import annotations
 import io
 import zipfile
 from pathlib import Path
+from typing import BinaryIO
 
 from flask import Blueprint, jsonify, request, send_file
 
 from core import resources
-from core.datasets import LAYOUTS, build_demo_dataset, ingest_dataset
+from core.datasets import LAYOUTS, IngestLimits, build_demo_dataset, ingest_dataset
 from core.errors import UserError, quote
 from core.jobs.runner import safe_filename
 from core.kinds.gan import IMPORT_SCHEMA
@@ -54,7 +55,7 @@ def create_dataset():  # type: ignore[no-untyped-def]
     if zipped is not None and loose:
         raise UserError("send either one zip as file or images as files, not both", "file", 422)
     if zipped is not None:
-        upload: bytes | list[tuple[str, bytes]] = zipped.read()
+        upload: BinaryIO | list[tuple[str, bytes]] = zipped.stream  # read in place: no second copy of the zip
         default_name = zipped.filename or "dataset"
     elif loose:
         upload = [(f.filename or "image", f.read()) for f in loose]
@@ -64,7 +65,7 @@ def create_dataset():  # type: ignore[no-untyped-def]
     name = (request.form.get("name") or Path(default_name).stem or "dataset").strip()[:255]
     services = deps.services()
     with resources.ScratchDir(services) as scratch:
-        report = ingest_dataset(upload, scratch / "data", layout)
+        report = ingest_dataset(upload, scratch / "data", layout, IngestLimits.from_settings(services.settings))
         ds = resources.add_dataset(services, name=name, layout=layout, source_dir=scratch / "data", meta=report)
     return jsonify(dataset_json(ds)), 201
 
@@ -133,6 +134,7 @@ def import_model():  # type: ignore[no-untyped-def]
 
 
 def _import(src: Path, dest: Path, options: dict[str, object]) -> dict[str, object]:
-    from core.engines.gan.weights import import_generator  # torch, only when importing
+    """Through the kind's import (it screens a pickle before torch is imported, only when importing)."""
+    from core.kinds.gan import import_generator
 
     return import_generator(src, dest, {k: v for k, v in options.items() if v not in (None, "")})

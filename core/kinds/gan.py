@@ -367,9 +367,13 @@ def import_generator(src_path: Path, dest_dir: Path,
     inferred from the file. Raises :class:`UserError` with field ``file`` for unreadable or mismatching
     files (the message says what was expected and what was found).
     """
-    from core.engines.gan.weights import import_generator as _import
+    from core.pickle_guard import check_torch_file
 
     opts = IMPORT_SCHEMA.validate({k: v for k, v in dict(options_override or {}).items() if v is not None})
+    if Path(src_path).suffix.lower() != ".safetensors":
+        check_torch_file(Path(src_path))  # refused before torch is even imported (about 500 MB)
+    from core.engines.gan.weights import import_generator as _import
+
     return _import(Path(src_path), Path(dest_dir), opts)
 
 
