@@ -215,3 +215,31 @@ def test_one_click_demo_training_plots_losses_shows_samples_and_cancels(browser,
         assert not problems, f"browser console errors: {problems}"
     finally:
         context.close()
+
+
+def test_a_stored_input_carrying_html_runs_no_script(browser, atelier_up: str) -> None:  # type: ignore[no-untyped-def]
+    """A valid PNG with an HTML page appended, uploaded as ``text/html`` under a ``<script>`` name: opened
+    directly and shown on its job page, no script of it runs (the stored XSS of issue 9)."""
+    from tests.test_security import PNG_HTML
+
+    style = (REPO_ROOT / "web" / "static" / "examples" / "styles" / EXAMPLE).read_bytes()
+    resp = requests.post(f"{atelier_up}/api/v1/jobs", timeout=30, data={"kind": "style_transfer",
+                                                                       "params": '{"size": 32, "steps": 2}'},
+                         files=[("content", ("<script>alert(1)</script>.html", PNG_HTML, "text/html")),
+                                ("style", (EXAMPLE, style, "image/jpeg"))])
+    assert resp.status_code == 202, resp.text
+    job = resp.json()
+    [content] = [f for f in job["inputs"] if f["role"] == "content"]
+    context = browser.new_context()
+    page = context.new_page()
+    dialogs: list[str] = []
+    page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
+    try:
+        for url in (atelier_up + content["url"], f"{atelier_up}/jobs/{job['id']}"):
+            page.goto(url)
+            page.wait_for_timeout(300)
+            assert page.title() != "pwned", url
+            assert page.evaluate("() => document.documentElement.outerHTML").count("<script>alert(1)") == 0, url
+        assert dialogs == []
+    finally:
+        context.close()
