@@ -19,7 +19,7 @@ from core.schema import Param, Schema
 SCHEMA = Schema("echo", (
     Param("steps", "int", 5, "how many steps", minimum=1, maximum=1000),
     Param("delay", "float", 0.0, "seconds per step", minimum=0, maximum=5),
-    Param("outcome", "choice", "succeed", "what happens", choices=("succeed", "fail", "crash")),
+    Param("outcome", "choice", "succeed", "what happens", choices=("succeed", "fail", "crash", "oom", "oom-text")),
     Param("warning", "str", "", "a warning to raise while running (empty: none)"),
 ))
 
@@ -40,6 +40,12 @@ def run(ctx: JobContext) -> None:
         raise JobFailure("The echo job was asked to fail.")
     if p["outcome"] == "crash":
         raise RuntimeError("secret internal detail")
+    if p["outcome"] == "oom":
+        import torch
+
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
+    if p["outcome"] == "oom-text":  # says "out of memory" but is another error: not an OOM
+        raise RuntimeError("the cache ran out of memory slots")
     ctx.save_output("result.png", encode_png(img), "image/png")
     ctx.set_metrics({"final": 1.0 / p["steps"]})
 

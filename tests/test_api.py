@@ -153,6 +153,16 @@ def test_cancel_a_queued_job(client, services: Services) -> None:
     resp = client.post(f"/api/v1/jobs/{job_id}/cancel")
     assert resp.status_code == 202 and resp.get_json()["status"] == "canceled"
     assert run_job(services, job_id, "w").status == "skipped"
+    again = client.post(f"/api/v1/jobs/{job_id}/cancel")
+    assert again.status_code == 409 and "already been canceled" in again.get_json()["error"]
+
+
+def test_cancelling_a_finished_job_is_a_409_saying_so(client, services: Services) -> None:
+    job_id = post(client, files={"image": ("x.png", png_bytes())}).get_json()["id"]
+    assert run_job(services, job_id, "w").status == "succeeded"
+    resp = client.post(f"/api/v1/jobs/{job_id}/cancel")
+    assert resp.status_code == 409 and resp.get_json() == {
+        "error": "the job has already succeeded; there is nothing to cancel", "field": "id"}
 
 
 def test_unknown_job_is_404_json(client) -> None:
@@ -209,3 +219,19 @@ def test_random_weights_are_announced_on_style_jobs(client) -> None:
                 files={"content": ("c.png", png_bytes()), "style": ("s.png", png_bytes(30, 30, (20, 90, 200)))})
     assert resp.status_code == 202, resp.get_json()
     assert any("not artistic" in n for n in resp.get_json()["notices"])
+
+
+def test_an_unavailable_database_is_a_503_with_retry_after(client, services: Services, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    import sqlalchemy.exc
+
+    from core.jobs import repository as repo
+
+    def down(*_a, **_kw):  # type: ignore[no-untyped-def]
+        raise sqlalchemy.exc.OperationalError("SELECT 1", {}, Exception("connection refused"))
+
+    monkeypatch.setattr(repo, "get_job", down)
+    monkeypatch.setattr(repo, "list_jobs", down)
+    for path in ("/api/v1/jobs/x", "/api/v1/jobs", "/jobs/x"):
+        resp = client.get(path)
+        assert resp.status_code == 503 and resp.headers["Retry-After"] == "5", path
+    assert client.get("/api/v1/jobs").get_json()["error"].startswith("the database is unavailable")

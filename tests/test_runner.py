@@ -140,3 +140,44 @@ def test_a_warning_raised_while_running_becomes_a_notice_and_an_event(any_servic
     row = repo.get_job(any_services.sessions, job.id)
     assert row is not None and row.notices == ["just a test kind", "the model learned nothing"]
     assert any(e.level == "warning" and "learned nothing" in e.message for e in repo.events(any_services.sessions, job.id))
+
+
+def test_out_of_memory_is_recognised_by_type(services: Services) -> None:
+    job = submit(services, outcome="oom")
+    assert run_job(services, job.id, "w").status == "failed"
+    row = repo.get_job(services.sessions, job.id)
+    assert row is not None and row.error == "The job ran out of the device's memory. Try a smaller size."
+    job = submit(services, outcome="oom-text")
+    run_job(services, job.id, "w")
+    row = repo.get_job(services.sessions, job.id)
+    assert row is not None and "internal error (RuntimeError)" in (row.error or "")
+
+
+def test_a_short_database_outage_does_not_cost_the_attempt(services: Services, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every progress, event, cancel-poll and final write fails for ~0.6 s mid-job (as when PostgreSQL
+    restarts): the job rides it out, records every step's point and succeeds on its first attempt."""
+    import sqlalchemy.exc
+
+    services.settings = services.settings.with_overrides(progress_interval=0.05, lease_seconds=30)
+    outage = {"until": 0.0}
+    wrapped = ("update_progress", "add_event", "is_cancel_requested", "set_preview", "finish", "renew_lease")
+    for name in wrapped:
+        original = getattr(repo, name)
+
+        def flaky(*a, _original=original, **kw):  # type: ignore[no-untyped-def]
+            if time.monotonic() < outage["until"]:
+                raise sqlalchemy.exc.OperationalError("UPDATE jobs", {}, Exception("server closed the connection"))
+            return _original(*a, **kw)
+
+        monkeypatch.setattr(repo, name, flaky)
+    job = submit(services, steps=80, delay=0.01)
+    result: list[str] = []
+    t = threading.Thread(target=lambda: result.append(run_job(services, job.id, "w").status))
+    t.start()
+    wait_for_row(services, job.id, lambda row: row.step >= 10)
+    outage["until"] = time.monotonic() + 0.6
+    t.join(timeout=30)
+    assert result == ["succeeded"]
+    row = repo.get_job(services.sessions, job.id)
+    assert row is not None and row.status == "succeeded" and row.attempt == 1
+    assert [s for s, _ in repo.metric_series(services.sessions, job.id)["loss"]] == list(range(1, 81))

@@ -7,7 +7,10 @@ nothing. Submitting answers 202 with the job and a ``Location`` header; the job 
 from __future__ import annotations
 
 import json
+import logging
 from typing import Any
+
+import sqlalchemy.exc
 
 from flask import Blueprint, Flask, Response, abort, current_app, jsonify, request, send_file
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
@@ -16,13 +19,16 @@ from core.errors import UserError, quote
 from core.jobs import repository as repo
 from core.jobs.submit import Upload, submit_job
 from core.kinds.registry import job_kinds
-from core.models import JOB_STATUSES
+from core.models import JOB_STATUSES, TERMINAL_STATUSES
 from web import deps
 from web.openapi import openapi_spec
 from web.security import INLINE_IMAGE_TYPES, file_headers
 from web.serialize import job_json, worker_json
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
+log = logging.getLogger(__name__)
+#: What a 503 for an unavailable database tells clients to wait before retrying.
+RETRY_AFTER_SECONDS = 5
 
 #: Types a stored file may be served as; anything else (say a stored "text/html") goes out as bytes.
 SERVED_TYPES = frozenset({*INLINE_IMAGE_TYPES, "image/bmp", "image/tiff", "application/json",
@@ -43,6 +49,22 @@ def register_error_handlers(app: Flask) -> None:
     @app.errorhandler(RequestEntityTooLarge)
     def _too_large(exc: RequestEntityTooLarge):  # type: ignore[no-untyped-def]
         return error(too_large_message(exc), None, 413)
+
+    @app.errorhandler(sqlalchemy.exc.OperationalError)
+    @app.errorhandler(sqlalchemy.exc.InterfaceError)
+    @app.errorhandler(sqlalchemy.exc.TimeoutError)
+    def _database_unavailable(exc: Exception):  # type: ignore[no-untyped-def]
+        """The database is down or unreachable: a 503 the client can retry, never a 500 or a hang."""
+        log.warning("database unavailable for %s %s: %s", request.method, request.path, exc.__class__.__name__)
+        message = "the database is unavailable right now; retry in a few seconds"
+        if request.path.startswith("/api/") or request.path == "/healthz":
+            resp = jsonify({"error": message, "field": None})
+        else:
+            resp = Response(f"Atelier cannot reach its database right now. This page will work again in a "
+                            "few seconds.", mimetype="text/plain")
+        resp.status_code = 503
+        resp.headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
+        return resp
 
     @app.errorhandler(HTTPException)
     def _http(exc: HTTPException):  # type: ignore[no-untyped-def]
@@ -198,8 +220,13 @@ def get_job(job_id: str):  # type: ignore[no-untyped-def]
 
 @bp.post("/jobs/<job_id>/cancel")
 def cancel_job(job_id: str):  # type: ignore[no-untyped-def]
-    _job_or_404(job_id)
-    repo.request_cancel(deps.services().sessions, job_id)
+    job = _job_or_404(job_id)
+    if job.status in TERMINAL_STATUSES:
+        raise UserError(f"the job has already {'been canceled' if job.status == 'canceled' else job.status}; "
+                        "there is nothing to cancel", "id", 409)
+    status = repo.request_cancel(deps.services().sessions, job_id)
+    if status in TERMINAL_STATUSES and status != "canceled":  # it ended between the read and the update
+        raise UserError(f"the job has already {status}; there is nothing to cancel", "id", 409)
     return jsonify(job_json(_job_or_404(job_id))), 202
 
 

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import logging
 import re
+import sys
 import threading
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,7 +20,7 @@ from typing import Any
 from core.engines.progress import Cancelled
 from core.errors import AtelierError
 from core.jobs import repository as repo
-from core.jobs.progress import JobProgress
+from core.jobs.progress import RETRY_FIRST_SECONDS, RETRY_MAX_SECONDS, TRANSIENT_DB_ERRORS, JobProgress
 from core.kinds.context import InputFile, JobContext
 from core.kinds.registry import get_kind
 from core.models import Worker
@@ -147,32 +149,69 @@ def _execute(services: Services, kind: Any, ctx: StoredJobContext, progress: Job
         return _conclude(services, progress, ctx, job_id, worker_id, "canceled", "canceled at the user's request")
     except AtelierError as exc:
         return _fail(services, progress, ctx, job_id, worker_id, str(exc))
-    except MemoryError:
-        log.exception("job %s ran out of memory", job_id)
-        return _fail(services, progress, ctx, job_id, worker_id,
-                     "The worker ran out of memory. Try a smaller size or batch size.")
     except Exception as exc:  # the traceback is for operators; the user gets a sentence
+        if _is_out_of_memory(exc):
+            log.exception("job %s ran out of memory", job_id)
+            return _fail(services, progress, ctx, job_id, worker_id, _out_of_memory_reason(exc, ctx.params))
         log.exception("job %s crashed", job_id)
-        if "out of memory" in str(exc).lower():
-            reason = "The device ran out of memory. Try a smaller size or batch size."
-        else:
-            reason = (f"The job stopped because of an internal error ({exc.__class__.__name__}). "
-                      "The worker log has the details; please report it if it happens again.")
+        reason = (f"The job stopped because of an internal error ({exc.__class__.__name__}). "
+                  "The worker log has the details; please report it if it happens again.")
         return _fail(services, progress, ctx, job_id, worker_id, reason)
     return _conclude(services, progress, ctx, job_id, worker_id, "succeeded", "succeeded")
+
+
+def _is_out_of_memory(exc: BaseException) -> bool:
+    """Host memory (``MemoryError``) or a device's (``torch.OutOfMemoryError``, CUDA's included), told
+    apart by type. torch is looked up only if the job already loaded it: this module stays torch-free."""
+    if isinstance(exc, MemoryError):
+        return True
+    torch = sys.modules.get("torch")
+    oom = getattr(torch, "OutOfMemoryError", None) if torch is not None else None
+    return oom is not None and isinstance(exc, oom)
+
+
+def _out_of_memory_reason(exc: BaseException, params: Mapping[str, Any]) -> str:
+    where = "the worker's memory" if isinstance(exc, MemoryError) else "the device's memory"
+    size = params.get("size")
+    at = f" at size {size}" if isinstance(size, int) else ""
+    return (f"The job ran out of {where}{at}. Try a smaller size"
+            f"{' (or a smaller batch size)' if 'batch_size' in params else ''}.")
+
+
+def _durably(services: Services, progress: JobProgress, what: str, fn: Callable[[], Any]) -> bool:
+    """Run a job's final writes, waiting out a database outage shorter than the lease (the heartbeat
+    keeps renewing it meanwhile) so that the attempt is not lost. False if it never got through."""
+    deadline = time.monotonic() + services.settings.lease_seconds
+    delay = RETRY_FIRST_SECONDS
+    while True:
+        progress.flush()
+        try:
+            if progress.database_ok:
+                fn()
+                return True
+        except TRANSIENT_DB_ERRORS as exc:
+            log.warning("job %s: %s failed (%s); retrying", progress.job_id, what, exc.__class__.__name__)
+        if progress.lease_lost.is_set() or time.monotonic() + delay > deadline:
+            log.error("job %s: could not record %s before the lease ran out", progress.job_id, what)
+            return False
+        time.sleep(delay)
+        delay = min(delay * 2, RETRY_MAX_SECONDS)
 
 
 def _conclude(services: Services, progress: JobProgress, ctx: StoredJobContext, job_id: str, worker_id: str,
               status: str, event: str) -> RunOutcome:
     """End a job that stopped normally (succeeded or canceled) unless another worker owns it by now."""
-    progress.flush()
-    if progress.lease_lost.is_set():
+    def record() -> None:
+        if progress.lease_lost.is_set():
+            return
+        repo.finish(services.sessions, job_id, worker_id, status, metrics=_merged(progress, ctx),
+                    add_notices=ctx.warnings)
+        for warning in ctx.warnings:
+            repo.add_event(services.sessions, job_id, f"warning: {warning}", level="warning")
+        repo.add_event(services.sessions, job_id, event)
+
+    if not _durably(services, progress, f"the end of the job ({status})", record) or progress.lease_lost.is_set():
         return RunOutcome("lost")
-    repo.finish(services.sessions, job_id, worker_id, status, metrics=_merged(progress, ctx),
-                add_notices=ctx.warnings)
-    for warning in ctx.warnings:
-        repo.add_event(services.sessions, job_id, f"warning: {warning}", level="warning")
-    repo.add_event(services.sessions, job_id, event)
     return RunOutcome(status)
 
 
@@ -184,7 +223,10 @@ def _merged(progress: JobProgress, ctx: StoredJobContext) -> dict[str, Any]:
 
 def _fail(services: Services, progress: JobProgress, ctx: StoredJobContext, job_id: str, worker_id: str,
           reason: str) -> RunOutcome:
-    progress.flush()
-    repo.finish(services.sessions, job_id, worker_id, "failed", error=reason, metrics=_merged(progress, ctx))
-    repo.add_event(services.sessions, job_id, f"failed: {reason}", level="error")
+    def record() -> None:
+        repo.finish(services.sessions, job_id, worker_id, "failed", error=reason, metrics=_merged(progress, ctx))
+        repo.add_event(services.sessions, job_id, f"failed: {reason}", level="error")
+
+    if not _durably(services, progress, "the failure", record):
+        return RunOutcome("lost", reason)
     return RunOutcome("failed", reason)
