@@ -61,7 +61,9 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
 
 # -- worker ---------------------------------------------------------------------------------------
 def worker_argv(settings: Settings, concurrency: int | None = None, name: str | None = None) -> list[str]:
-    argv = ["worker", "-Q", settings.queue, "-n", name or f"atelier-{os.getpid()}@%h",
+    from worker.celery_app import worker_queues
+
+    argv = ["worker", "-Q", ",".join(worker_queues(settings.queue)), "-n", name or f"atelier-{os.getpid()}@%h",
             "-c", str(concurrency or settings.worker_concurrency), "-P", "prefork",
             "--loglevel", settings.log_level.upper()]
     if settings.embedded_broker:

@@ -14,6 +14,7 @@ from sqlalchemy import JSON, Boolean, DateTime, Float, ForeignKey, Index, Intege
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 JOB_STATUSES = ("queued", "running", "succeeded", "failed", "canceled")
+PRIORITIES = ("normal", "high")
 TERMINAL_STATUSES = ("succeeded", "failed", "canceled")
 
 
@@ -38,6 +39,7 @@ class Job(Base):
         Index("ix_jobs_created", "created_at", "id"),
         Index("ix_jobs_status_created", "status", "created_at"),
         Index("ix_jobs_lease", "status", "lease_expires_at"),
+        Index("ix_jobs_dispatch", "status", "dispatched_at"),
     )
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
@@ -57,6 +59,14 @@ class Job(Base):
     attempt: Mapped[int] = mapped_column(Integer, default=0)
     max_attempts: Mapped[int] = mapped_column(Integer, default=3)
     cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
+    priority: Mapped[str] = mapped_column(String(8), default="normal")  # "normal" | "high"
+    # Broker bookkeeping: when the newest "job X has work" message was sent, and how many were sent in
+    # all. A queued job is re-sent only when its message can really have been lost (see worker.dispatch).
+    dispatched_at: Mapped[dt.datetime | None]
+    dispatch_count: Mapped[int] = mapped_column(Integer, default=0)
+    # Idempotent submits: the client's Idempotency-Key and a hash of the request it came with.
+    idempotency_key: Mapped[str | None] = mapped_column(String(255), unique=True)
+    request_hash: Mapped[str | None] = mapped_column(String(64))
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
     started_at: Mapped[dt.datetime | None]

@@ -9,7 +9,7 @@ from celery import Celery
 from flask import current_app
 
 from core.services import Services
-from worker.enqueue import enqueue_job
+from worker.enqueue import dispatch_new_job
 
 EXAMPLES_DIR = Path(__file__).resolve().parent / "static" / "examples"
 
@@ -28,8 +28,9 @@ def services() -> Services:
     return state().services
 
 
-def enqueue(job_id: str) -> bool:
-    return enqueue_job(state().celery, job_id)
+def enqueue(job_id: str, priority: str = "normal") -> bool:
+    """Send a just-submitted job's message (recorded in its row for the workers' bookkeeping)."""
+    return dispatch_new_job(state().celery, services().sessions, job_id, priority)
 
 
 def example_styles() -> list[str]:

@@ -15,6 +15,20 @@ from core.settings import Settings
 TASK_NAME = "atelier.run_job"
 
 
+def queue_for(queue: str, priority: str) -> str:
+    """The queue a job of ``priority`` goes to: ``<queue>.high`` for high, which workers serve first."""
+    return f"{queue}.high" if priority == "high" else queue
+
+
+def worker_queues(queue: str) -> list[str]:
+    """What a worker consumes, in the order it serves them."""
+    return [queue_for(queue, "high"), queue]
+
+
+#: Seconds before Redis hands an unacknowledged message to another worker (see worker.dispatch).
+VISIBILITY_TIMEOUT_S = 6 * 3600
+
+
 def celery_config(settings: Settings) -> dict[str, object]:
     conf: dict[str, object] = {
         "broker_url": settings.resolved_broker_url,
@@ -28,7 +42,7 @@ def celery_config(settings: Settings) -> dict[str, object]:
         "task_reject_on_worker_lost": True,
         "worker_prefetch_multiplier": 1,
         "task_default_queue": settings.queue,
-        "task_routes": {TASK_NAME: {"queue": settings.queue}},
+        "task_routes": {TASK_NAME: {"queue": settings.queue}},  # normal priority; high is sent explicitly
         "broker_connection_retry_on_startup": True,
         "worker_hijack_root_logger": False,
         "worker_concurrency": settings.worker_concurrency,
@@ -48,8 +62,10 @@ def celery_config(settings: Settings) -> dict[str, object]:
         }
     else:
         # Long jobs outlive Redis' default visibility timeout (1 h); a redelivery is harmless (the claim
-        # fails), but we avoid it for the common case.
-        conf["broker_transport_options"] = {"visibility_timeout": 6 * 3600}
+        # fails), but we avoid it for the common case. "priority" order: a worker's BRPOP lists its
+        # queues in the order given (high first), so a waiting high-priority job is always taken first.
+        conf["broker_transport_options"] = {"visibility_timeout": VISIBILITY_TIMEOUT_S,
+                                            "queue_order_strategy": "priority"}
     return conf
 
 

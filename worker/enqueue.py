@@ -1,4 +1,4 @@
-"""The thin function through which web (and the worker's own recovery loop) hands work to the broker."""
+"""The thin functions through which web (and the workers' monitors) hand work to the broker."""
 
 from __future__ import annotations
 
@@ -6,18 +6,31 @@ import logging
 
 from celery import Celery
 
-from worker.celery_app import TASK_NAME
+from worker.celery_app import TASK_NAME, queue_for
 
 log = logging.getLogger(__name__)
 
 
-def enqueue_job(app: Celery, job_id: str) -> bool:
-    """Send "job X has work". Returns False when the broker is unreachable: the job stays ``queued`` in
-    the table and a worker's recovery loop re-sends it, so the caller need not fail the request."""
+def enqueue_job(app: Celery, job_id: str, priority: str = "normal") -> bool:
+    """Send "job X has work" to the queue of its priority. Returns False when the broker is unreachable:
+    the job stays ``queued`` in the table (never marked as dispatched) and a worker's monitor sends it."""
     try:
-        app.send_task(TASK_NAME, args=[job_id], queue=app.conf.task_default_queue, retry=True,
+        app.send_task(TASK_NAME, args=[job_id], queue=queue_for(app.conf.task_default_queue, priority), retry=True,
                       retry_policy={"max_retries": 2, "interval_start": 0.2, "interval_step": 0.5})
         return True
     except Exception:
-        log.exception("could not enqueue job %s; it stays queued and will be re-sent", job_id)
+        log.exception("could not enqueue job %s; it stays queued and will be sent by a worker", job_id)
         return False
+
+
+def dispatch_new_job(app: Celery, sessions, job_id: str, priority: str = "normal") -> bool:  # type: ignore[no-untyped-def]
+    """Send a just-submitted job's message and record it in the row (the monitors' bookkeeping)."""
+    from core.jobs import repository as repo
+
+    if not enqueue_job(app, job_id, priority):
+        return False
+    try:
+        repo.mark_dispatched(sessions, job_id)
+    except Exception:  # the message is out; a missing mark costs at most one harmless duplicate
+        log.exception("job %s: sent, but could not record it", job_id)
+    return True

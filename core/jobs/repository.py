@@ -12,8 +12,9 @@ and re-send periods are tested by passing a later time instead of sleeping.
 from __future__ import annotations
 
 import base64
+import contextlib
 import datetime as dt
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 from sqlalchemy import and_, delete, func, or_, select, update
@@ -22,6 +23,8 @@ from sqlalchemy.orm import Session, selectinload, sessionmaker
 from core.models import Job, JobEvent, JobFile, JobMetricPoint, Worker, utcnow
 
 SessionFactory = sessionmaker[Session]
+#: The advisory lock key of the dispatch sweep (any constant; "atelier" in ASCII).
+SWEEP_LOCK_KEY = 0x6174656C696572
 
 
 def as_utc(value: dt.datetime | None) -> dt.datetime | None:
@@ -46,6 +49,29 @@ def create_job(sf: SessionFactory, job: Job, files: Sequence[JobFile]) -> Job:
 def get_job(sf: SessionFactory, job_id: str) -> Job | None:
     with sf() as s:
         return s.scalar(select(Job).options(selectinload(Job.files)).where(Job.id == job_id))
+
+
+def job_by_idempotency_key(sf: SessionFactory, key: str) -> Job | None:
+    with sf() as s:
+        return s.scalars(select(Job).options(selectinload(Job.files)).where(Job.idempotency_key == key)).first()
+
+
+def retry(sf: SessionFactory, job_id: str) -> str | None:
+    """``failed|canceled -> queued`` for another run: attempts start over, the error and the cancel flag
+    are cleared; what the job kept in its work directory (a training's checkpoints) is kept. Returns the
+    status the job had (the caller tells a 409 from a success by it), None if there is no such job."""
+    now = utcnow()
+    with sf.begin() as s:
+        status = s.scalar(select(Job.status).where(Job.id == job_id))
+        if status in ("failed", "canceled"):
+            res = s.execute(update(Job).where(Job.id == job_id, Job.status == status)
+                            .values(status="queued", attempt=0, error=None, cancel_requested=False,
+                                    worker_id=None, lease_expires_at=None, finished_at=None, updated_at=now,
+                                    dispatched_at=None)
+                            .execution_options(synchronize_session=False))
+            if res.rowcount == 1:
+                s.add(JobEvent(job_id=job_id, message=f"retried after it {status}: back in the queue"))
+        return status
 
 
 def encode_cursor(job: Job) -> str:
@@ -242,26 +268,96 @@ def recover_expired(sf: SessionFactory, *, now: dt.datetime | None = None) -> tu
                                         error=f"The worker running this job stopped responding {attempt} times; "
                                               "giving up. Try a smaller size or fewer steps, or check the workers.")
                                 .execution_options(synchronize_session=False))
-                (failed if res.rowcount == 1 else []).append(job_id)
+                if res.rowcount == 1:
+                    failed.append(job_id)
+                    s.add(JobEvent(job_id=job_id, level="error",
+                                   message=f"attempt {attempt} of {max_attempts} ended: its worker stopped responding; "
+                                           "no attempts are left, so the job failed"))
             else:
                 res = s.execute(update(Job).where(Job.id == job_id, Job.status == "running", Job.lease_expires_at < now)
                                 .values(status="queued", worker_id=None, lease_expires_at=None, updated_at=now)
                                 .execution_options(synchronize_session=False))
-                (requeued if res.rowcount == 1 else []).append(job_id)
+                if res.rowcount == 1:
+                    requeued.append(job_id)
+                    s.add(JobEvent(job_id=job_id, level="warning",
+                                   message=f"attempt {attempt} of {max_attempts} ended: its worker stopped responding; "
+                                           "the job is back in the queue"))
     return requeued, failed
 
 
-def stale_queued(sf: SessionFactory, older_than_seconds: float, *, now: dt.datetime | None = None) -> list[str]:
-    """Queued jobs not touched for a while: their broker message may be lost, so they are re-sent
-    (a duplicate message is harmless: only one claim wins)."""
+# -- dispatch bookkeeping (see worker.dispatch) ----------------------------------------------------
+def mark_dispatched(sf: SessionFactory, job_id: str, *, now: dt.datetime | None = None) -> None:
+    """Record that a message for the job was just sent."""
     now = now or utcnow()
-    cutoff = now - dt.timedelta(seconds=older_than_seconds)
     with sf.begin() as s:
-        ids = list(s.scalars(select(Job.id).where(Job.status == "queued", Job.updated_at < cutoff)))
-        if ids:
-            s.execute(update(Job).where(Job.id.in_(ids), Job.status == "queued").values(updated_at=now)
-                      .execution_options(synchronize_session=False))
-        return ids
+        s.execute(update(Job).where(Job.id == job_id)
+                  .values(dispatched_at=now, dispatch_count=Job.dispatch_count + 1)
+                  .execution_options(synchronize_session=False))
+
+
+def claim_dispatch(sf: SessionFactory, job_id: str, *, sent_before: dt.datetime | None,
+                   now: dt.datetime | None = None) -> bool:
+    """Take the right to (re-)send a queued job's message: one guarded UPDATE, so of several monitors
+    looking at the same job exactly one sends. ``sent_before``: only if its last message is older than
+    that (None: only if it was never sent)."""
+    now = now or utcnow()
+    last = Job.dispatched_at.is_(None) if sent_before is None else or_(Job.dispatched_at.is_(None),
+                                                                        Job.dispatched_at < sent_before)
+    with sf.begin() as s:
+        res = s.execute(update(Job).where(Job.id == job_id, Job.status == "queued", last)
+                        .values(dispatched_at=now, dispatch_count=Job.dispatch_count + 1)
+                        .execution_options(synchronize_session=False))
+        return res.rowcount == 1
+
+
+def forget_dispatch(sf: SessionFactory, job_id: str) -> None:
+    """Undo a :func:`claim_dispatch` whose message could not be sent (the job counts as never sent)."""
+    with sf.begin() as s:
+        s.execute(update(Job).where(Job.id == job_id, Job.status == "queued")
+                  .values(dispatched_at=None, dispatch_count=Job.dispatch_count - 1)
+                  .execution_options(synchronize_session=False))
+
+
+@contextlib.contextmanager
+def sweep_lock(sf: SessionFactory) -> Iterator[bool]:
+    """One dispatch sweep at a time across all workers: a PostgreSQL session advisory lock, held on its
+    own connection for the sweep (yields False when another monitor holds it). SQLite serves one host,
+    whose single worker needs no lock."""
+    engine = sf.kw["bind"]
+    if engine.dialect.name != "postgresql":
+        yield True
+        return
+    with engine.connect() as conn:
+        got = bool(conn.execute(select(func.pg_try_advisory_lock(SWEEP_LOCK_KEY))).scalar())
+        conn.commit()
+        try:
+            yield got
+        finally:
+            if got:
+                conn.execute(select(func.pg_advisory_unlock(SWEEP_LOCK_KEY)))
+                conn.commit()
+
+
+def never_dispatched(sf: SessionFactory, *, created_before: dt.datetime, limit: int = 500) -> list[str]:
+    """Queued jobs whose message could not be sent at all (the broker was down at submit)."""
+    with sf() as s:
+        return list(s.scalars(select(Job.id).where(Job.status == "queued", Job.dispatched_at.is_(None),
+                                                   Job.created_at < created_before)
+                              .order_by(Job.created_at).limit(limit)))
+
+
+def dispatched_queued(sf: SessionFactory, *, sent_before: dt.datetime, limit: int) -> list[str]:
+    """Queued jobs whose newest message is older than ``sent_before``, oldest first (FIFO queues serve
+    the oldest messages first, so these are the ones most likely to have lost theirs)."""
+    with sf() as s:
+        return list(s.scalars(select(Job.id).where(Job.status == "queued", Job.dispatched_at < sent_before)
+                              .order_by(Job.dispatched_at, Job.id).limit(limit)))
+
+
+def count_dispatched_queued(sf: SessionFactory, *, sent_before: dt.datetime) -> int:
+    with sf() as s:
+        return int(s.scalar(select(func.count()).select_from(Job)
+                            .where(Job.status == "queued", Job.dispatched_at < sent_before)) or 0)
 
 
 # -- files, metrics and events ----------------------------------------------------------------------
@@ -318,16 +414,34 @@ def list_workers(sf: SessionFactory) -> list[Worker]:
         return list(s.scalars(select(Worker).order_by(Worker.last_seen_at.desc())))
 
 
+def _of_node(column: Any, node: str) -> Any:
+    """``worker_id`` is the node itself or one of its processes (``<node>:<pid>``)."""
+    return or_(column == node, column.startswith(node + ":", autoescape=True))
+
+
+def stop_node_workers(sf: SessionFactory, node: str) -> None:
+    """Mark every process row of a node that is shutting down as stopped."""
+    with sf.begin() as s:
+        s.execute(update(Worker).where(_of_node(Worker.id, node), Worker.state != "stopped")
+                  .values(state="stopped", current_job_id=None, last_seen_at=utcnow())
+                  .execution_options(synchronize_session=False))
+
+
 def release_worker_jobs(sf: SessionFactory, worker_id: str) -> list[str]:
-    """A worker shutting down hands its running jobs back to the queue at once (instead of making them
-    wait for the lease to expire). The interrupted attempt is not counted against the job."""
+    """A worker (a node: all of its processes; or one process) shutting down hands its running jobs back
+    to the queue at once instead of making them wait for the lease to expire. The interrupted attempt is
+    not counted against the job, and each job's events say so."""
     now = utcnow()
     with sf.begin() as s:
-        ids = list(s.scalars(select(Job.id).where(Job.status == "running", Job.worker_id == worker_id)))
+        ids = list(s.scalars(select(Job.id).where(Job.status == "running", _of_node(Job.worker_id, worker_id))))
         if ids:
-            s.execute(update(Job).where(Job.id.in_(ids), Job.status == "running", Job.worker_id == worker_id)
+            s.execute(update(Job).where(Job.id.in_(ids), Job.status == "running", _of_node(Job.worker_id, worker_id))
                       .values(status="queued", worker_id=None, lease_expires_at=None, updated_at=now,
                               attempt=func.max(Job.attempt - 1, 0) if s.bind.dialect.name == "sqlite"
                               else func.greatest(Job.attempt - 1, 0))
                       .execution_options(synchronize_session=False))
+            for job_id in ids:
+                s.add(JobEvent(job_id=job_id, level="warning",
+                               message=f"{worker_id} stopped; the job is back in the queue (this attempt is not "
+                                       "counted)"))
         return ids
