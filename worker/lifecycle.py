@@ -1,33 +1,51 @@
-"""What a worker's main process does besides consuming messages.
+"""What a worker does besides consuming messages.
 
-- Registers itself in the ``workers`` table and refreshes ``last_seen_at`` (the worker view and
-  ``/healthz`` read it).
-- Recovers jobs whose lease expired (their worker died): back to ``queued`` and re-sent, or failed after
-  too many attempts.
-- Re-sends queued jobs whose message may have been lost.
-- On shutdown, hands its running jobs back to the queue.
+Identity: every process that runs jobs is ``<node>:<pid>`` (``w1@host:4242``): a Celery node with
+``ATELIER_WORKER_CONCURRENCY > 1`` has several pool children, and the guarded writes of the job table
+(claim, lease renewal, progress, finish) must tell them apart. Each pool child registers its own row in
+``workers`` when it starts, keeps it fresh (a small thread), and marks it stopped when it exits; the
+workers page and ``/healthz`` list these rows.
 
-All of this runs in a thread of the worker's *parent* process, which never imports an engine or
-touches CUDA.
+The node's main process (which never imports an engine or touches CUDA) runs the monitor thread:
+- recovers jobs whose lease expired (their process died): back to ``queued`` and re-sent, or failed
+  after too many attempts;
+- sends queued jobs whose message was never sent or is missing (:mod:`worker.dispatch`);
+- on its way out, warm or cold (a second Ctrl-C, SIGQUIT, SIGTERM after the grace period: Celery's
+  ``worker_shutdown`` does not fire then, so an ``atexit`` hook does the same), hands the jobs of its
+  processes back to the queue without spending their attempt, and marks its processes stopped.
 """
 
 from __future__ import annotations
 
+import atexit
 import logging
 import os
 import socket
 import threading
 
 from celery import Celery
-from celery.signals import worker_ready, worker_shutdown
+from celery.signals import celeryd_init, worker_process_init, worker_process_shutdown, worker_ready, worker_shutdown
 
 from core.jobs import repository as repo
+from core.jobs.progress import TRANSIENT_DB_ERRORS
 from core.models import Worker, utcnow
 from core.services import Services, build_services
 from core.settings import Settings
-from worker.enqueue import enqueue_job
+from worker.dispatch import Dispatcher
 
 log = logging.getLogger(__name__)
+
+#: This node's name (``w1@host``), set in the main process before the pool forks its children.
+_node: dict[str, str] = {}
+
+
+def process_id(node: str, pid: int | None = None) -> str:
+    """The identity of one job-running process: ``<node>:<pid>``."""
+    return f"{node}:{pid or os.getpid()}"
+
+
+def node_name() -> str:
+    return _node.get("name") or f"atelier-{os.getppid()}@{socket.gethostname()}"
 
 
 def weights_report(settings: Settings) -> dict[str, object]:
@@ -41,10 +59,12 @@ def weights_report(settings: Settings) -> dict[str, object]:
     return {"vgg19_weights_ok": ok, "vgg19_weights": message}
 
 
-class WorkerMonitor(threading.Thread):
-    def __init__(self, app: Celery, services: Services, worker_id: str) -> None:
-        super().__init__(name="atelier-monitor", daemon=True)
-        self.app, self.services, self.worker_id = app, services, worker_id
+class ProcessPresence(threading.Thread):
+    """A pool child's row in ``workers``: registered at start, refreshed every heartbeat, stopped at exit."""
+
+    def __init__(self, services: Services, worker_id: str) -> None:
+        super().__init__(name="atelier-presence", daemon=True)
+        self.services, self.worker_id = services, worker_id
         self.stopped = threading.Event()
 
     def register(self) -> None:
@@ -56,56 +76,106 @@ class WorkerMonitor(threading.Thread):
             id=self.worker_id, hostname=socket.gethostname(), pid=os.getpid(), queues=s.queue, device=s.device,
             state="online", info=info, started_at=utcnow(), last_seen_at=utcnow(), current_job_id=None))
 
-    def sweep(self, resend_older_than: float) -> None:
+    def run(self) -> None:
+        while not self.stopped.wait(self.services.settings.heartbeat_seconds):
+            try:
+                repo.touch_worker(self.services.sessions, self.worker_id)
+            except Exception:  # the database may be briefly away; the next beat retries
+                log.warning("could not refresh worker %s", self.worker_id, exc_info=True)
+
+    def stop(self) -> None:
+        self.stopped.set()
+        try:
+            repo.touch_worker(self.services.sessions, self.worker_id, state="stopped", current_job_id=None)
+        except Exception:
+            log.warning("could not mark worker %s stopped", self.worker_id, exc_info=True)
+
+
+class WorkerMonitor(threading.Thread):
+    """The node's recovery and dispatch loop (in the main process)."""
+
+    def __init__(self, app: Celery, services: Services, node: str) -> None:
+        super().__init__(name="atelier-monitor", daemon=True)
+        self.app, self.services, self.node = app, services, node
+        self.stopped = threading.Event()
+        self.dispatcher = Dispatcher(app, services)
+        self._shut_down = threading.Lock()
+        self._done = False
+
+    def sweep(self) -> None:
         sf = self.services.sessions
         requeued, failed = repo.recover_expired(sf)
         for job_id in failed:
             log.warning("job %s failed: its worker stopped responding too many times", job_id)
-        for job_id in requeued + repo.stale_queued(sf, resend_older_than):
-            log.info("re-sending job %s", job_id)
-            enqueue_job(self.app, job_id)
+        self.dispatcher.sweep(requeued)
 
     def run(self) -> None:
-        s = self.services.settings
-        first = True
         while True:
             try:
-                repo.touch_worker(self.services.sessions, self.worker_id)
-                self.sweep(0 if first else max(30.0, 2 * s.lease_seconds))
-                first = False
+                self.sweep()
+            except TRANSIENT_DB_ERRORS as exc:  # an outage: one line per sweep, not a traceback
+                log.warning("worker monitor sweep failed (%s); retrying", exc.__class__.__name__)
             except Exception:
                 log.exception("worker monitor sweep failed; retrying")
-            if self.stopped.wait(s.heartbeat_seconds):
+            if self.stopped.wait(self.services.settings.heartbeat_seconds):
                 return
 
     def shutdown(self) -> None:
+        """Hand this node's running jobs back to the queue (their attempt not counted) and mark its
+        processes stopped. Idempotent: called by ``worker_shutdown`` and again by ``atexit``."""
+        with self._shut_down:
+            if self._done:
+                return
+            self._done = True
         self.stopped.set()
         try:
-            released = repo.release_worker_jobs(self.services.sessions, self.worker_id)
-            repo.touch_worker(self.services.sessions, self.worker_id, state="stopped", current_job_id=None)
+            released = repo.release_worker_jobs(self.services.sessions, self.node)
+            repo.stop_node_workers(self.services.sessions, self.node)
+            now = utcnow()
             for job_id in released:
                 log.info("handing job %s back to the queue", job_id)
-                enqueue_job(self.app, job_id)
+                self.dispatcher.send(job_id, now, now)
         except Exception:
             log.exception("could not release jobs at shutdown; their leases will expire")
 
 
 def install(app: Celery, settings: Settings) -> None:
     """Connect the lifecycle hooks for a worker started from this process."""
-    state: dict[str, WorkerMonitor] = {}
+    state: dict[str, object] = {}
+
+    def on_init(sender=None, **_kw):  # type: ignore[no-untyped-def]
+        _node["name"] = str(sender)  # before the pool forks: the children inherit it
 
     def on_ready(sender, **_kw):  # type: ignore[no-untyped-def]
-        services = build_services(settings)
-        monitor = WorkerMonitor(app, services, sender.hostname)
-        monitor.register()
+        monitor = WorkerMonitor(app, build_services(settings), _node.get("name") or sender.hostname)
         monitor.start()
         state["monitor"] = monitor
-        log.info("worker %s ready on queue %s (device %s)", sender.hostname, settings.queue, settings.device)
+        atexit.register(monitor.shutdown)  # cold shutdowns skip worker_shutdown
+        log.info("worker %s ready on queues %s (device %s)", monitor.node, settings.queue, settings.device)
 
     def on_shutdown(**_kw):  # type: ignore[no-untyped-def]
         monitor = state.get("monitor")
-        if monitor is not None:
+        if isinstance(monitor, WorkerMonitor):
             monitor.shutdown()
 
+    def on_process_init(**_kw):  # type: ignore[no-untyped-def]
+        from worker.tasks import worker_services
+
+        presence = ProcessPresence(worker_services(), process_id(node_name()))
+        try:
+            presence.register()
+        except Exception:
+            log.exception("could not register worker %s", presence.worker_id)
+        presence.start()
+        state["presence"] = presence
+
+    def on_process_shutdown(**_kw):  # type: ignore[no-untyped-def]
+        presence = state.get("presence")
+        if isinstance(presence, ProcessPresence):
+            presence.stop()
+
+    celeryd_init.connect(on_init, weak=False)
     worker_ready.connect(on_ready, weak=False)
     worker_shutdown.connect(on_shutdown, weak=False)
+    worker_process_init.connect(on_process_init, weak=False)
+    worker_process_shutdown.connect(on_process_shutdown, weak=False)

@@ -10,6 +10,7 @@ from celery import shared_task
 from core.jobs.runner import run_job
 from core.services import Services, build_services
 from core.settings import load_settings
+from worker.lifecycle import node_name, process_id
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +38,8 @@ def _configure_torch(threads: int) -> None:
 def run_job_task(self, job_id: str) -> str:  # type: ignore[no-untyped-def]
     services = worker_services()
     _configure_torch(services.settings.torch_threads)
-    worker_id = self.request.hostname or f"worker-{os.getpid()}"
+    # Each pool child is its own worker: "<node>:<pid>" on the lease and every guarded write.
+    worker_id = process_id(self.request.hostname or node_name())
     outcome = run_job(services, job_id, worker_id)
     log.info("job %s: %s%s", job_id, outcome.status, f" ({outcome.error})" if outcome.error else "")
     return outcome.status
