@@ -50,6 +50,7 @@ class Settings:
     dataset_max_side: int = 1024  # dataset images are re-encoded at ingest to at most this longest side
     dataset_max_files: int = 20_000  # members of a dataset upload (archive members or files)
     worker_max_memory_mb: int = 4096  # a worker child above this RSS after a job is replaced (0: never)
+    time_limits: Mapping[str, int] = field(default_factory=dict)  # kind -> seconds, over the kind's default
     queue: str = "gpu"
     lease_seconds: int = 60
     heartbeat_seconds: float = 10.0
@@ -113,6 +114,7 @@ _SPEC: dict[str, tuple[str, Callable[[str], object]]] = {
     "ATELIER_DATASET_MAX_SIDE": ("dataset_max_side", int),
     "ATELIER_DATASET_MAX_FILES": ("dataset_max_files", int),
     "ATELIER_WORKER_MAX_MEMORY_MB": ("worker_max_memory_mb", int),
+    "ATELIER_TIME_LIMITS": ("time_limits", lambda raw: _parse_limits(raw)),
     "ATELIER_QUEUE": ("queue", str),
     "ATELIER_LEASE_SECONDS": ("lease_seconds", int),
     "ATELIER_HEARTBEAT_SECONDS": ("heartbeat_seconds", float),
@@ -129,6 +131,21 @@ _POSITIVE = {"port", "max_upload_mb", "max_image_pixels", "max_output_size", "le
              "max_files_per_field", "max_job_pixels", "max_form_parts", "dataset_max_side", "dataset_max_files"}
 
 
+#: How a setting whose parser is not a plain type is written, for error messages.
+_FORMATS = {"time_limits": "list of kind=seconds pairs (e.g. style_transfer=600,cyclegan_train=86400)"}
+
+
+def _parse_limits(raw: str) -> dict[str, int]:
+    """``kind=seconds,kind=seconds`` (e.g. ``style_transfer=600,cyclegan_train=86400``)."""
+    out: dict[str, int] = {}
+    for part in filter(None, (p.strip() for p in raw.split(","))):
+        kind, sep, seconds = part.partition("=")
+        if not sep or not kind.strip() or not seconds.strip().isdigit() or int(seconds) <= 0:
+            raise ValueError(part)
+        out[kind.strip()] = int(seconds)
+    return out
+
+
 def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     """Build :class:`Settings` from ``environ`` (default ``os.environ``), validating every value."""
     env = os.environ if environ is None else environ
@@ -140,7 +157,8 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         try:
             value: object = typ(raw)
         except ValueError:
-            raise ConfigError(f"{var}={raw!r} is not a valid {getattr(typ, '__name__', 'value')}") from None
+            expected = _FORMATS.get(name, getattr(typ, "__name__", "value"))
+            raise ConfigError(f"{var}={raw!r} is not a valid {expected}") from None
         if name in _POSITIVE and value <= 0:  # type: ignore[operator]
             raise ConfigError(f"{var}={raw!r} must be greater than 0")
         values[name] = value

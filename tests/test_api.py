@@ -30,7 +30,7 @@ def png_header_only(width: int, height: int) -> bytes:
             + chunk(b"IDAT", zlib.compress(b"\0" * 100)) + chunk(b"IEND", b""))
 
 
-def post(client, kind="echo", params=None, files=None, raw_params=None):  # type: ignore[no-untyped-def]
+def post(client, kind="echo", params=None, files=None, raw_params=None, headers=None):  # type: ignore[no-untyped-def]
     data: dict[str, object] = {"kind": kind}
     if raw_params is not None:
         data["params"] = raw_params
@@ -38,7 +38,7 @@ def post(client, kind="echo", params=None, files=None, raw_params=None):  # type
         data["params"] = json.dumps(params)
     for field, (name, payload) in (files or {}).items():
         data[field] = (io.BytesIO(payload), name)
-    return client.post("/api/v1/jobs", data=data, content_type="multipart/form-data")
+    return client.post("/api/v1/jobs", data=data, content_type="multipart/form-data", headers=headers or {})
 
 
 def stored_nothing(services: Services) -> bool:
@@ -175,7 +175,7 @@ def test_kinds_and_openapi_come_from_the_schemas(client) -> None:
     kinds = {k["name"]: k for k in client.get("/api/v1/kinds").get_json()["kinds"]}
     assert kinds["echo"]["params"]["properties"]["steps"]["maximum"] == 1000
     spec = client.get("/api/v1/openapi.json").get_json()
-    assert spec["components"]["schemas"]["Params_echo"]["properties"]["outcome"]["enum"] == ["succeed", "fail", "crash"]
+    assert spec["components"]["schemas"]["Params_echo"]["properties"]["outcome"]["enum"] == ["succeed", "fail", "crash", "oom", "oom-text"]
     assert "/api/v1/jobs" in spec["paths"]
 
 
@@ -235,3 +235,47 @@ def test_an_unavailable_database_is_a_503_with_retry_after(client, services: Ser
         resp = client.get(path)
         assert resp.status_code == 503 and resp.headers["Retry-After"] == "5", path
     assert client.get("/api/v1/jobs").get_json()["error"].startswith("the database is unavailable")
+
+
+def test_idempotency_key_gives_one_job_per_request(client, services: Services, celery_recorder) -> None:  # type: ignore[no-untyped-def]
+    headers = {"Idempotency-Key": "order-42"}
+    first = post(client, files={"image": ("x.png", png_bytes())}, headers=headers)
+    again = post(client, files={"image": ("x.png", png_bytes())}, headers=headers)
+    assert first.status_code == 202 and again.status_code == 200
+    assert again.headers["Idempotent-Replayed"] == "true" and again.get_json()["id"] == first.get_json()["id"]
+    assert len(celery_recorder.sent) == 1, "the replay sends no second message"
+    other = post(client, files={"image": ("y.png", png_bytes(41, 30))}, headers=headers)
+    assert other.status_code == 409 and other.get_json()["field"] == "Idempotency-Key"
+    bad = post(client, files={"image": ("x.png", png_bytes())}, headers={"Idempotency-Key": "has space"})
+    assert bad.status_code == 400
+    assert len(client.get("/api/v1/jobs").get_json()["jobs"]) == 1
+
+
+def test_priority_and_retry(client, services: Services, celery_recorder) -> None:  # type: ignore[no-untyped-def]
+    job = client.post("/api/v1/jobs", data={"kind": "echo", "params": '{"outcome": "fail"}', "priority": "high",
+                                            "image": (io.BytesIO(png_bytes()), "x.png")},
+                      content_type="multipart/form-data").get_json()
+    assert job["priority"] == "high" and job["dispatch_count"] == 1
+    bad = client.post("/api/v1/jobs", json={"kind": "echo", "priority": "urgent"})
+    assert bad.status_code == 422 and bad.get_json()["field"] == "priority"
+    assert client.post(f"/api/v1/jobs/{job['id']}/retry").status_code == 409, "queued: nothing to retry"
+    assert run_job(services, job["id"], "w").status == "failed"
+    resp = client.post(f"/api/v1/jobs/{job['id']}/retry")
+    assert resp.status_code == 202
+    again = resp.get_json()
+    assert (again["status"], again["attempt"], again["error"], again["dispatch_count"]) == ("queued", 0, None, 2)
+    assert [a for _, a in celery_recorder.sent] == [[job["id"]], [job["id"]]]
+
+
+def test_a_job_s_urls_resolve_to_their_routes(client, app) -> None:  # type: ignore[no-untyped-def]
+    job = post(client, files={"image": ("a b<c>.png", png_bytes())}).get_json()
+    adapter = app.url_map.bind("localhost")
+    expected = {"self": "api.get_job", "page": "pages.job_page", "cancel": "api.cancel_job", "retry": "api.retry_job",
+                "metrics": "api.job_metrics", "events": "api.job_events"}
+    for key, endpoint in expected.items():
+        method = "POST" if key in ("cancel", "retry") else "GET"
+        assert adapter.match(job["urls"][key], method=method)[0] == endpoint, key
+    [inp] = job["inputs"]
+    endpoint, args = adapter.match(inp["url"])
+    assert endpoint == "api.job_input" and args["name"] == inp["name"]
+    assert client.get(inp["url"]).status_code == 200

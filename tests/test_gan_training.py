@@ -193,3 +193,16 @@ def test_image_pool_state_roundtrip() -> None:
     x = torch.full((4, 3, 4, 4), 9.0)
     assert torch.equal(pool.query(x), other.query(x))
     assert ImagePool(0).query(x) is x
+
+
+def test_a_stopped_training_checkpoints_so_a_retry_continues(tmp_path: Path) -> None:
+    """A cancel or the time limit stops training at the next iteration, after writing a checkpoint."""
+    opts, data = _tiny(tmp_path, iterations=8)
+    opts = TrainOptions(**{**opts.to_dict(), "checkpoint_every": 0})  # only the stop writes one
+    with pytest.raises(Cancelled):
+        train(opts, data, tmp_path / "ck", RecordingProgress(cancel_after=3), device="cpu")
+    path, state = ckpt.latest_checkpoint(tmp_path / "ck")
+    assert state["iteration"] == 3
+    progress = RecordingProgress()
+    again = train(opts, data, tmp_path / "ck", progress, device="cpu")
+    assert again.resumed_from == 3 and [s[0] for s in progress.steps] == list(range(4, 9))

@@ -133,13 +133,48 @@ def test_release_worker_jobs_hands_back_without_counting_the_attempt(any_service
     assert other_row is not None and other_row.status == "running"
 
 
-def test_stale_queued_resends_each_job_once_per_period(any_services: Services) -> None:
+def test_dispatch_is_claimed_by_one_sender_at_a_time(any_services: Services) -> None:
     sf = any_services.sessions
     job = add_job(any_services)
-    assert repo.stale_queued(sf, 60, now=later(59)) == []
-    assert repo.stale_queued(sf, 60, now=later(61)) == [job.id]
-    assert repo.stale_queued(sf, 60, now=later(100)) == [], "re-sent at 61 s: not again within the period"
-    assert repo.stale_queued(sf, 60, now=later(122)) == [job.id]
+    assert repo.never_dispatched(sf, created_before=later(1)) == [job.id]
+    assert repo.claim_dispatch(sf, job.id, sent_before=None)
+    assert not repo.claim_dispatch(sf, job.id, sent_before=None), "already sent"
+    assert repo.never_dispatched(sf, created_before=later(1)) == []
+    assert not repo.claim_dispatch(sf, job.id, sent_before=later(-1)), "sent just now"
+    assert repo.count_dispatched_queued(sf, sent_before=later(1)) == 1
+    assert repo.claim_dispatch(sf, job.id, sent_before=later(1), now=later(2))
+    row = repo.get_job(sf, job.id)
+    assert row is not None and row.dispatch_count == 2
+    repo.forget_dispatch(sf, job.id)
+    assert repo.never_dispatched(sf, created_before=later(1)) == [job.id]
+
+
+def test_oldest_sent_jobs_come_first(any_services: Services) -> None:
+    sf = any_services.sessions
+    a, b = add_job(any_services), add_job(any_services)
+    repo.mark_dispatched(sf, b.id, now=later(-20))
+    repo.mark_dispatched(sf, a.id, now=later(-10))
+    assert repo.dispatched_queued(sf, sent_before=later(0), limit=5) == [b.id, a.id]
+    assert repo.dispatched_queued(sf, sent_before=later(-15), limit=5) == [b.id]
+
+
+def test_one_dispatch_sweep_at_a_time_on_postgresql(fresh_pg_url: str, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from core import db
+    from core.services import build_services
+    from tests.conftest import make_settings
+
+    settings = make_settings(tmp_path, database_url=fresh_pg_url)
+    db.upgrade(fresh_pg_url)
+    one, two = build_services(settings), build_services(settings)
+    try:
+        with repo.sweep_lock(one.sessions) as first:
+            with repo.sweep_lock(two.sessions) as second:
+                assert first and not second
+        with repo.sweep_lock(two.sessions) as again:
+            assert again, "released after the sweep"
+    finally:
+        one.close()
+        two.close()
 
 
 def test_list_jobs_newest_first_with_cursor_and_filters(any_services: Services) -> None:

@@ -181,3 +181,14 @@ def test_a_short_database_outage_does_not_cost_the_attempt(services: Services, m
     row = repo.get_job(services.sessions, job.id)
     assert row is not None and row.status == "succeeded" and row.attempt == 1
     assert [s for s, _ in repo.metric_series(services.sessions, job.id)["loss"]] == list(range(1, 81))
+
+
+def test_a_job_past_its_time_limit_fails_cleanly(services: Services) -> None:
+    services.settings = services.settings.with_overrides(time_limits={"echo": 1})
+    job = submit(services, steps=1000, delay=0.01)  # about 10 s of work
+    t0 = time.monotonic()
+    outcome = run_job(services, job.id, "w")
+    assert outcome.status == "failed" and time.monotonic() - t0 < 5
+    row = repo.get_job(services.sessions, job.id)
+    assert row is not None and row.error is not None and row.error.startswith("Time limit exceeded")
+    assert "1 s" in row.error and 50 <= row.step < 1000

@@ -17,7 +17,7 @@ from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from core.errors import UserError, quote
 from core.jobs import repository as repo
-from core.jobs.submit import Upload, submit_job
+from core.jobs.submit import Upload, submit_idempotent
 from core.kinds.registry import job_kinds
 from core.models import JOB_STATUSES, TERMINAL_STATUSES
 from web import deps
@@ -60,7 +60,7 @@ def register_error_handlers(app: Flask) -> None:
         if request.path.startswith("/api/") or request.path == "/healthz":
             resp = jsonify({"error": message, "field": None})
         else:
-            resp = Response(f"Atelier cannot reach its database right now. This page will work again in a "
+            resp = Response("Atelier cannot reach its database right now. This page will work again in a "
                             "few seconds.", mimetype="text/plain")
         resp.status_code = 503
         resp.headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
@@ -157,28 +157,34 @@ def json_body() -> dict[str, Any]:
     return parse_json_object(request.get_data(cache=True), None, empty_ok=False)
 
 
-def _read_submission() -> tuple[Any, Any, list[Upload]]:
-    """``(kind, params, uploads)`` from a multipart form or a JSON body."""
+def _read_submission() -> tuple[Any, Any, str, list[Upload]]:
+    """``(kind, params, priority, uploads)`` from a multipart form or a JSON body."""
     if request.mimetype == "application/json":
         body = json_body()
         params = body.get("params") or {}
-        return body.get("kind"), params, []
+        return body.get("kind"), params, body.get("priority") or "normal", []
     if request.mimetype not in ("multipart/form-data", "application/x-www-form-urlencoded"):
         raise UserError("send multipart/form-data (with files) or application/json", None, 415)
     params = json_object_field("params")
     uploads = [Upload(role=field, filename=f.filename or field, data=f.read(), content_type=f.mimetype or "")
                for field, f in request.files.items(multi=True)]
-    return request.form.get("kind"), params, uploads
+    return request.form.get("kind"), params, request.form.get("priority") or "normal", uploads
 
 
 @bp.post("/jobs")
 def create_job():  # type: ignore[no-untyped-def]
-    kind, params, uploads = _read_submission()
-    job = submit_job(deps.services(), kind, params, uploads)
-    deps.enqueue(job.id)
+    """Submit a job (202). With an ``Idempotency-Key`` header, repeating the same request returns the job
+    the first one created (200, ``Idempotent-Replayed: true``); the same key for another request is 409."""
+    kind, params, priority, uploads = _read_submission()
+    key = request.headers.get("Idempotency-Key")
+    job, created = submit_idempotent(deps.services(), key, kind, params, uploads, priority=priority)
+    if created and deps.enqueue(job.id, job.priority):
+        job = _job_or_404(job.id)  # as recorded, with its dispatch
     resp = jsonify(job_json(job))
-    resp.status_code = 202
+    resp.status_code = 202 if created else 200
     resp.headers["Location"] = f"/api/v1/jobs/{job.id}"
+    if not created:
+        resp.headers["Idempotent-Replayed"] = "true"
     return resp
 
 
@@ -216,6 +222,18 @@ def list_jobs():  # type: ignore[no-untyped-def]
 @bp.get("/jobs/<job_id>")
 def get_job(job_id: str):  # type: ignore[no-untyped-def]
     return jsonify(job_json(_job_or_404(job_id)))
+
+
+@bp.post("/jobs/<job_id>/retry")
+def retry_job(job_id: str):  # type: ignore[no-untyped-def]
+    """Run a failed or canceled job again (202): back in the queue with its attempts starting over; a
+    training job continues from its newest checkpoint."""
+    job = _job_or_404(job_id)
+    status = repo.retry(deps.services().sessions, job_id)
+    if status not in ("failed", "canceled"):
+        raise UserError(f"only a failed or canceled job can be retried; this one is {status}", "id", 409)
+    deps.enqueue(job_id, job.priority)
+    return jsonify(job_json(_job_or_404(job_id))), 202
 
 
 @bp.post("/jobs/<job_id>/cancel")

@@ -381,7 +381,7 @@ def _form_view(kind: JobKind):  # type: ignore[no-untyped-def]
         # Browsers cannot refill file inputs, so the page says to choose the files again.
         return _render_form(kind, values=values, picked=picked, error=exc, submitted=True,
                             had_files=any(f.filename for f in request.files.values()), status=exc.status)
-    deps.enqueue(job.id)  # when the broker is down the job stays queued and is re-sent by a worker
+    deps.enqueue(job.id, job.priority)  # when the broker is down the job stays queued and is re-sent by a worker
     return redirect(url_for("pages.job_page", job_id=job.id), code=303)
 
 

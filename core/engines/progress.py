@@ -19,6 +19,11 @@ class Cancelled(Exception):
     """Raised by :meth:`Progress.check_cancel` when the caller asked the engine to stop."""
 
 
+class TimeLimitExceeded(Cancelled):
+    """Raised by :meth:`Progress.check_cancel` when the run used up its time. Engines stop as for a
+    cancel (a trainer checkpoints first), so the job can fail cleanly and be retried from there."""
+
+
 class Progress:
     """Base progress sink: ignores everything and never cancels.
 

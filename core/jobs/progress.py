@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 
 from sqlalchemy.exc import InterfaceError, OperationalError
 
-from core.engines.progress import Progress
+from core.engines.progress import Progress, TimeLimitExceeded
 from core.images import thumbnail_jpeg
 from core.jobs import repository as repo
 
@@ -42,13 +42,16 @@ RETRY_FIRST_SECONDS, RETRY_MAX_SECONDS = 0.5, 8.0
 
 class JobProgress(Progress):
     def __init__(self, services: "Services", job_id: str, worker_id: str, *, preview_every: int,
-                 interval: float, clock: Callable[[], float] = time.monotonic) -> None:
+                 interval: float, clock: Callable[[], float] = time.monotonic,
+                 time_limit: float | None = None) -> None:
         self.services = services
         self.job_id = job_id
         self.worker_id = worker_id
         self.preview_every = preview_every
         self.interval = interval
         self.clock = clock
+        self.time_limit = time_limit
+        self.deadline = clock() + time_limit if time_limit else None
         self._last_write = float("-inf")
         self._last_preview = float("-inf")
         self._last_cancel_poll = float("-inf")
@@ -92,6 +95,12 @@ class JobProgress(Progress):
             if self._write(lambda: repo.is_cancel_requested(self.services.sessions, self.job_id)):
                 self.cancel_seen.set()
         return self.cancel_seen.is_set()
+
+    def check_cancel(self) -> None:
+        """Stop the engine when the user cancelled, the lease was lost, or the attempt's time is up."""
+        if self.deadline is not None and self.clock() > self.deadline:
+            raise TimeLimitExceeded()
+        super().check_cancel()
 
     def latest_metrics(self) -> dict[str, float]:
         return dict(self._latest[2]) if self._latest else {}

@@ -17,13 +17,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from core.engines.progress import Cancelled
+from core.engines.progress import Cancelled, TimeLimitExceeded
 from core.errors import AtelierError
 from core.jobs import repository as repo
 from core.jobs.progress import RETRY_FIRST_SECONDS, RETRY_MAX_SECONDS, TRANSIENT_DB_ERRORS, JobProgress
 from core.kinds.context import InputFile, JobContext
 from core.kinds.registry import get_kind
-from core.models import Worker
+from core.models import TERMINAL_STATUSES, Worker
 from core.services import Services
 
 log = logging.getLogger(__name__)
@@ -65,8 +65,9 @@ class StoredJobContext(JobContext):
         name = safe_filename(name, "output")
         key = f"jobs/{self.job_id}/outputs/{name}"
         obj = self.services.storage.put_bytes(key, data)
-        repo.put_output(self.services.sessions, self.job_id, role="output", name=name, key=key,
-                        content_type=content_type, size=obj.size, sha256=obj.sha256)
+        _retrying(self.services, self.job_id, f"storing output {name}", lambda: repo.put_output(
+            self.services.sessions, self.job_id, role="output", name=name, key=key, content_type=content_type,
+            size=obj.size, sha256=obj.sha256))
 
     def set_metrics(self, metrics: Mapping[str, Any]) -> None:
         self.metrics.update(metrics)
@@ -74,14 +75,32 @@ class StoredJobContext(JobContext):
     def resource_path(self, table: str, resource_id: str) -> Path:
         from core import resources
 
-        return resources.local_path(self.services, table, resource_id)
+        return _retrying(self.services, self.job_id, f"looking up {table} {resource_id}",
+                         lambda: resources.local_path(self.services, table, resource_id))
 
     def register_model(self, name: str, kind: str, source_dir: Path, meta: Mapping[str, Any]) -> str:
         from core import resources
 
-        model = resources.add_model(self.services, name=name, family=kind, source_dir=source_dir, meta=meta,
-                                    source_job_id=self.job_id)
+        model = _retrying(self.services, self.job_id, "registering the model", lambda: resources.add_model(
+            self.services, name=name, family=kind, source_dir=source_dir, meta=meta, source_job_id=self.job_id))
         return model.id
+
+
+def _retrying(services: Services, job_id: str, what: str, fn: Callable[[], Any]) -> Any:
+    """A database operation a running job needs before it can go on (storing an output, registering a
+    model): through a transient outage it is retried with backoff for up to the lease, so a short
+    outage does not fail the job."""
+    deadline = time.monotonic() + services.settings.lease_seconds
+    delay = RETRY_FIRST_SECONDS
+    while True:
+        try:
+            return fn()
+        except TRANSIENT_DB_ERRORS as exc:
+            if time.monotonic() + delay > deadline:
+                raise
+            log.warning("job %s: %s failed (%s); retrying in %.1f s", job_id, what, exc.__class__.__name__, delay)
+            time.sleep(delay)
+            delay = min(delay * 2, RETRY_MAX_SECONDS)
 
 
 class _Heartbeat(threading.Thread):
@@ -97,10 +116,18 @@ class _Heartbeat(threading.Thread):
         while not self.stopped.wait(s.heartbeat_seconds):
             try:
                 ours, cancel = repo.renew_lease(self.services.sessions, self.job_id, self.worker_id, s.lease_seconds)
-            except Exception:  # a database blip must not end the job; the next beat retries
+            except TRANSIENT_DB_ERRORS as exc:  # the database is away: the next beat retries
+                log.warning("job %s: lease renewal failed (%s); retrying", self.job_id, exc.__class__.__name__)
+                continue
+            except Exception:  # a bug must not end the job either, but it needs its traceback
                 log.exception("job %s: lease renewal failed", self.job_id)
                 continue
             if not ours:
+                if self.stopped.is_set():  # the job just ended and its row moved on: nothing happened
+                    return
+                job = repo.get_job(self.services.sessions, self.job_id)
+                if job is not None and job.status in TERMINAL_STATUSES:
+                    return  # the same race, seen before the runner stopped this thread
                 log.warning("job %s: lease lost; another worker owns it now", self.job_id)
                 self.progress.lease_lost.set()
                 return
@@ -124,7 +151,8 @@ def run_job(services: Services, job_id: str, worker_id: str) -> RunOutcome:
         return RunOutcome("skipped")
 
     progress = JobProgress(services, job_id, worker_id, preview_every=settings.preview_every,
-                           interval=settings.progress_interval)
+                           interval=settings.progress_interval,
+                           time_limit=settings.time_limits.get(kind.name, kind.time_limit_s))
     inputs = [InputFile(role=f.role, name=f.name, content_type=f.content_type, path=services.storage.path(f.path))
               for f in job.files if f.direction == "input"]
     ctx = StoredJobContext(services, job_id, job.params, inputs, progress)
@@ -145,6 +173,12 @@ def _execute(services: Services, kind: Any, ctx: StoredJobContext, progress: Job
              worker_id: str) -> RunOutcome:
     try:
         kind.run(ctx)
+    except TimeLimitExceeded:
+        limit = _duration(progress.time_limit or 0)
+        return _fail(services, progress, ctx, job_id, worker_id,
+                     f"Time limit exceeded: the job ran for more than {limit}, the limit for {kind.title.lower()} "
+                     "jobs on this service. Try a smaller size or fewer steps"
+                     f"{'; a retry continues from the newest checkpoint' if kind.name.endswith('_train') else ''}.")
     except Cancelled:
         return _conclude(services, progress, ctx, job_id, worker_id, "canceled", "canceled at the user's request")
     except AtelierError as exc:
@@ -158,6 +192,15 @@ def _execute(services: Services, kind: Any, ctx: StoredJobContext, progress: Job
                   "The worker log has the details; please report it if it happens again.")
         return _fail(services, progress, ctx, job_id, worker_id, reason)
     return _conclude(services, progress, ctx, job_id, worker_id, "succeeded", "succeeded")
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(seconds)
+    if seconds >= 3600 and seconds % 3600 == 0:
+        return f"{seconds // 3600} h"
+    if seconds >= 60 and seconds % 60 == 0:
+        return f"{seconds // 60} min"
+    return f"{seconds} s"
 
 
 def _is_out_of_memory(exc: BaseException) -> bool:
@@ -211,8 +254,19 @@ def _conclude(services: Services, progress: JobProgress, ctx: StoredJobContext, 
         repo.add_event(services.sessions, job_id, event)
 
     if not _durably(services, progress, f"the end of the job ({status})", record) or progress.lease_lost.is_set():
+        _note_lost(services, job_id, worker_id)
         return RunOutcome("lost")
     return RunOutcome(status)
+
+
+def _note_lost(services: Services, job_id: str, worker_id: str) -> None:
+    """Every way an attempt ends leaves an event: this one lost its lease to another worker."""
+    try:
+        repo.add_event(services.sessions, job_id, f"the attempt on {worker_id} stopped: it lost its lease "
+                       "(another worker took the job over, or the database was away for longer than the lease)",
+                       level="warning")
+    except Exception:
+        log.warning("job %s: could not record the lost lease", job_id, exc_info=True)
 
 
 def _merged(progress: JobProgress, ctx: StoredJobContext) -> dict[str, Any]:
@@ -228,5 +282,6 @@ def _fail(services: Services, progress: JobProgress, ctx: StoredJobContext, job_
         repo.add_event(services.sessions, job_id, f"failed: {reason}", level="error")
 
     if not _durably(services, progress, "the failure", record):
+        _note_lost(services, job_id, worker_id)
         return RunOutcome("lost", reason)
     return RunOutcome("failed", reason)

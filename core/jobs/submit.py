@@ -10,9 +10,13 @@ pixels, references to datasets/models, and the kind's own cross-field rules.
 from __future__ import annotations
 
 import hashlib
+import json
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
+
+from sqlalchemy.exc import IntegrityError
 
 from core import resources
 from core.errors import UserError, quote
@@ -21,7 +25,7 @@ from core.jobs import repository as repo
 from core.jobs.runner import safe_filename
 from core.kinds.base import JobKind, UploadInfo
 from core.kinds.registry import get_kind, job_kinds
-from core.models import Job, JobFile, new_id
+from core.models import PRIORITIES, Job, JobFile, new_id
 from core.services import Services
 
 
@@ -82,9 +86,53 @@ def validate_uploads(services: Services, kind: JobKind, uploads: Sequence[Upload
     return infos
 
 
+#: What an Idempotency-Key may look like (what Stripe and the IETF draft allow, bounded).
+_IDEMPOTENCY_KEY = re.compile(r"^[\x21-\x7e]{1,255}$")
+
+
+def request_hash(kind_name: Any, raw_params: Any, priority: str, uploads: Sequence[Upload]) -> str:
+    """What makes two submissions "the same request" for an Idempotency-Key: kind, parameters as sent,
+    priority, and every file's field, name and content."""
+    body = {"kind": kind_name, "params": raw_params, "priority": priority,
+            "files": [[u.role, u.filename, hashlib.sha256(u.data).hexdigest()] for u in uploads]}
+    return hashlib.sha256(json.dumps(body, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def submit_idempotent(services: Services, idempotency_key: str | None, kind_name: Any,
+                      raw_params: Mapping[str, Any] | None, uploads: Sequence[Upload], *,
+                      priority: str = "normal", form: bool = False) -> tuple[Job, bool]:
+    """:func:`submit_job` under an ``Idempotency-Key``: the same key with the same request returns the job
+    it created the first time (``created`` False) and stores nothing; the same key with a different
+    request is a 409. Without a key, every call creates a job."""
+    if idempotency_key is None:
+        return submit_job(services, kind_name, raw_params, uploads, form=form, priority=priority), True
+    if not _IDEMPOTENCY_KEY.match(idempotency_key):
+        raise UserError("Idempotency-Key must be 1 to 255 printable ASCII characters without spaces",
+                        "Idempotency-Key", 400)
+    digest = request_hash(kind_name, raw_params, priority, uploads)
+    for _ in range(2):  # the second round: another request with the same key won the race to insert
+        existing = repo.job_by_idempotency_key(services.sessions, idempotency_key)
+        if existing is not None:
+            if existing.request_hash != digest:
+                raise UserError("this Idempotency-Key was already used for a different request; use a new key "
+                                "for a new job", "Idempotency-Key", 409)
+            return existing, False
+        try:
+            return submit_job(services, kind_name, raw_params, uploads, form=form, priority=priority,
+                              idempotency=(idempotency_key, digest)), True
+        except IntegrityError:
+            continue
+    raise UserError("this Idempotency-Key is being used by another request right now; retry", "Idempotency-Key",
+                    409)
+
+
 def submit_job(services: Services, kind_name: Any, raw_params: Mapping[str, Any] | None,
-               uploads: Sequence[Upload], *, form: bool = False) -> Job:
-    """Validate everything, store the inputs and insert the job as ``queued``. The caller enqueues it."""
+               uploads: Sequence[Upload], *, form: bool = False, priority: str = "normal",
+               idempotency: tuple[str, str] | None = None) -> Job:
+    """Validate everything, store the inputs and insert the job as ``queued``. The caller enqueues it.
+    ``idempotency``: the client's key and the request's hash, stored with the job (unique key)."""
+    if priority not in PRIORITIES:
+        raise UserError(f"priority must be one of {', '.join(PRIORITIES)}, got {quote(priority)}", "priority", 422)
     kind = resolve_kind(kind_name)
     if raw_params is not None and not isinstance(raw_params, Mapping):
         raise UserError("params must be a JSON object", "params", 422)
@@ -115,7 +163,9 @@ def submit_job(services: Services, kind_name: Any, raw_params: Mapping[str, Any]
             files.append(JobFile(direction="input", role=up.role, name=name, path=key, content_type=info.content_type,
                                  size=obj.size, sha256=hashlib.sha256(up.data).hexdigest()))
         job = Job(id=job_id, kind=kind.name, status="queued", params=params, total_steps=kind.total_steps(params),
-                  max_attempts=services.settings.max_attempts,
+                  max_attempts=services.settings.max_attempts, priority=priority,
+                  idempotency_key=idempotency[0] if idempotency else None,
+                  request_hash=idempotency[1] if idempotency else None,
                   notices=kind.notices(services.settings) if kind.notices else [])
         repo.create_job(services.sessions, job, files)
     except BaseException:

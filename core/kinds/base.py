@@ -52,7 +52,9 @@ class JobKind:
     so submit can verify the id exists; ``check_references(params, {param: row})`` then judges the rows
     found (e.g. pix2pix needs a paired dataset) and raises :class:`core.errors.UserError`.
     ``notices(settings)`` returns plain statements shown on the job page (e.g. that random weights give
-    results that are not artistic).
+    results that are not artistic). ``time_limit_s`` bounds one attempt's wall time (a soft limit: the
+    engine stops at its next step, a trainer after writing a checkpoint); ``ATELIER_TIME_LIMITS``
+    overrides it per kind.
     """
 
     name: str
@@ -66,3 +68,5 @@ class JobKind:
     check_references: Callable[[Mapping[str, Any], Mapping[str, Any]], None] | None = None
     description: str = ""
     notices: Callable[[Any], list[str]] | None = None  # settings -> notes shown on the job page
+    #: Wall time one attempt may run before it stops cleanly ("time limit exceeded"); settings override.
+    time_limit_s: int = 3600

@@ -401,13 +401,18 @@ def require_model_direction(params: Mapping[str, Any], referenced: Mapping[str, 
         choose_direction(available, params.get("direction", "auto"), f"model {quote(model.name)}")
 
 
+#: Training runs for hours on a CPU; two days bounds a run that will never end.
+TRAINING_TIME_LIMIT_S = 48 * 3600
+
 CYCLEGAN_KIND = JobKind(
     name="cyclegan_train", title="CycleGAN training", schema=CYCLEGAN_SCHEMA, inputs=(), run=run_cyclegan,
+    time_limit_s=TRAINING_TIME_LIMIT_S,
     total_steps=total_steps_train, check=check_train, references={"dataset": "dataset"},
     description="Unpaired image-to-image translation: two generators and two discriminators with cycle "
                 "consistency. Registers a model that translates both ways.")
 PIX2PIX_KIND = JobKind(
     name="pix2pix_train", title="pix2pix training", schema=PIX2PIX_SCHEMA, inputs=(), run=run_pix2pix,
+    time_limit_s=TRAINING_TIME_LIMIT_S,
     total_steps=total_steps_train, check=check_train, references={"dataset": "dataset"},
     check_references=require_paired_dataset,
     description="Paired image-to-image translation: a conditional GAN with an L1 term. Registers a model "

@@ -33,7 +33,7 @@ from core.engines.gan.data import to_model_range
 from core.engines.gan.options import RESUMABLE_CHANGES, TrainOptions
 from core.engines.gan.pix2pix import Pix2Pix
 from core.engines.gan.precision import Precision, choose_precision
-from core.engines.progress import Progress
+from core.engines.progress import Cancelled, Progress
 from core.errors import JobFailure
 
 #: Explicit registry of training families (no string dispatch).
@@ -200,7 +200,12 @@ def train(opts: TrainOptions, data: TrainingData, checkpoint_dir: Path, progress
     t_warm = start
     last_log = start
     while iteration < total:
-        progress.check_cancel()
+        try:
+            progress.check_cancel()
+        except Cancelled:  # a cancel or the time limit: keep the work done so far for a retry
+            if iteration != resumed_from and iteration > 0:
+                checkpoint()
+            raise
         a_u8, b_u8 = data.batch(epoch, pos, opts.batch_size)
         if opts.family == "pix2pix" and opts.direction == "BtoA":
             a_u8, b_u8 = b_u8, a_u8
