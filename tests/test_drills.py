@@ -162,6 +162,24 @@ def test_drill_8_cancel_queued_and_running_then_retry(drills: Drills) -> None:
     assert again["status"] == "succeeded" and all(f["status"] == "succeeded" for f in finals[1:-1])
 
 
+def test_a_high_priority_job_overtakes_the_queue(drills: Drills) -> None:
+    rec = DrillRecord("priority: 4 processes busy, 3 normal jobs queued, then a high one")
+    busy = [drills.submit(LONG) for _ in range(4)]
+    for job in busy:
+        drills.running(job["id"], min_step=1)
+    normal = [drills.submit(SHORT) for _ in range(3)]
+    resp = requests.post(f"{drills.api.base}/api/v1/jobs", files=files(), timeout=30,
+                         data={"kind": "style_transfer", "params": '{"size": 32, "steps": 2}', "priority": "high"})
+    assert resp.status_code == 202 and resp.json()["priority"] == "high"
+    high = resp.json()
+    finals = drills.follow([j["id"] for j in busy + normal] + [high["id"]], 180)
+    rec.count(finals)
+    started = {f["id"]: f["started_at"] for f in finals}
+    rec.extra = {"high_started_first": started[high["id"]] < min(started[n["id"]] for n in normal)}
+    rec.report()
+    assert all(f["status"] == "succeeded" for f in finals) and rec.extra["high_started_first"]
+
+
 def test_drill_1_a_killed_process_s_job_succeeds_on_attempt_2(drills: Drills) -> None:
     rec = DrillRecord("1: SIGKILL the pool process running a style transfer")
     job = drills.submit(LONG)
