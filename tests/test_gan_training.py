@@ -206,3 +206,37 @@ def test_a_stopped_training_checkpoints_so_a_retry_continues(tmp_path: Path) -> 
     progress = RecordingProgress()
     again = train(opts, data, tmp_path / "ck", progress, device="cpu")
     assert again.resumed_from == 3 and [s[0] for s in progress.steps] == list(range(4, 9))
+
+
+class _DurableProgress(RecordingProgress):
+    """Counts a step as stored only once ``flush`` was called after it was reported (as the job layer,
+    which writes progress at most once per interval, does)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stored = 0
+
+    def flush(self) -> None:
+        self.stored = len(self.steps)
+
+
+def test_every_step_before_a_checkpoint_is_flushed_first(tmp_path: Path) -> None:
+    """A resume continues after the newest checkpoint: the curves up to it must already be stored, or the
+    steps between the last progress write and the checkpoint are lost when the worker dies."""
+    opts, data = _tiny(tmp_path, iterations=5)
+    progress = _DurableProgress()
+    seen: list[tuple[int, int]] = []
+    real_save = ckpt.save_checkpoint
+
+    def save(directory, iteration, state):  # type: ignore[no-untyped-def]
+        seen.append((iteration, progress.stored))
+        return real_save(directory, iteration, state)
+
+    import core.engines.gan.trainer as trainer_module
+    original = trainer_module.save_checkpoint
+    trainer_module.save_checkpoint = save
+    try:
+        train(opts, data, tmp_path / "ck", progress, device="cpu")
+    finally:
+        trainer_module.save_checkpoint = original
+    assert seen == [(2, 2), (4, 4), (5, 5)]

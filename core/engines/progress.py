@@ -42,6 +42,10 @@ class Progress:
     def log(self, message: str) -> None:
         """A human-readable line about what the engine is doing (loading weights, resolution change)."""
 
+    def flush(self) -> None:
+        """Make everything reported so far durable. A trainer calls this before it saves a checkpoint, so
+        a run resumed from that checkpoint finds every earlier step's metrics already stored."""
+
     def is_cancelled(self) -> bool:
         return False
 

@@ -59,10 +59,6 @@ class TrainResult:
     resumed_from: int | None
     model: Any = field(repr=False)  # CycleGAN | Pix2Pix, for generators() and sample_grid()
 
-    def sample(self) -> Image.Image:
-        """The last iteration's sample grid (training mode), as the previews show it."""
-        return self.model.sample_grid()
-
     def final_sample(self, data: "TrainingData", n: int = 4) -> Image.Image:
         """The trained generators on the first ``n`` samples of epoch 0, in eval mode: what the
         registered model will produce. Deterministic, and available even when a resumed run had no
@@ -189,6 +185,7 @@ def train(opts: TrainOptions, data: TrainingData, checkpoint_dir: Path, progress
 
     def checkpoint() -> None:
         sink.flush()
+        progress.flush()  # the stored curves reach the checkpoint, so a resume leaves no gap
         state = {"format": CHECKPOINT_FORMAT, "options": opts.to_dict(), "data_fingerprint": fp,
                  "iteration": iteration, "epoch": epoch, "epoch_pos": pos, "model": model.state_dict(),
                  "rng": capture_rng(), "losses": dict(sink.last)}
