@@ -24,6 +24,7 @@ from typing import Any
 from core.engines.progress import Progress
 from core.errors import AtelierError, UserError
 from core.kinds import gan as kinds
+from core.schema import resolve_job_device
 
 ModelResolver = Callable[[str, Any], Path]
 
@@ -111,7 +112,7 @@ def _translate(args: argparse.Namespace, settings: Any, resolve_model: ModelReso
     model_path = resolve_model_arg(params["model"], settings, resolve_model)
     net, spec, direction = load_generator(model_path, params["direction"],
                                           {k: overrides[k] for k in ("netG", "ngf", "norm", "dropout")})
-    device = params["device"] if params["device"] != "auto" else getattr(settings, "device", "auto")
+    device = resolve_job_device(params["device"], getattr(settings, "device", "auto"))
     translator = Translator(net, spec, device=device, amp=params["amp"])
     out_dir = Path(args.output)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -170,7 +171,7 @@ def _train(args: argparse.Namespace, settings: Any, family: str) -> int:
     out = Path(args.output)
     out.mkdir(parents=True, exist_ok=True)
     progress = ConsoleProgress(every=max(1, min(50, opts.total_iterations(len(data)) // 20)))
-    device = params["device"] if params["device"] != "auto" else getattr(settings, "device", "auto")
+    device = resolve_job_device(params["device"], getattr(settings, "device", "auto"))
     result = train(opts, data, out / "checkpoints", progress, device=device)
     model_dir = out / "model"
     kinds.finish_training(result, family, params, model_dir)

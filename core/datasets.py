@@ -56,6 +56,7 @@ from core.atomic import write_atomically
 from core.errors import UserError
 from core.images import (
     DEFAULT_MAX_PIXELS,
+    IMAGE_SUFFIXES,
     decode_image,
     encode_png,
     probe_image,
@@ -66,7 +67,6 @@ if TYPE_CHECKING:
     from core.settings import Settings
 
 LAYOUTS = ("unpaired", "paired")
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".gif")
 Upload = bytes | BinaryIO | Sequence[tuple[str, bytes]]
 
 _DOMAIN_A = {"traina", "a"}

@@ -21,16 +21,19 @@ class UserError(AtelierError):
     #: Messages are sentences; anything longer was padded with a value by mistake and is cut.
     MAX_MESSAGE = 1000
 
-    def __init__(self, message: str, field: str | None = None, status: int = 422) -> None:
+    def __init__(self, message: str, field: str | None = None, status: int = 422,
+                 errors: list[dict[str, str]] | None = None) -> None:
         if len(message) > self.MAX_MESSAGE:
             message = message[: self.MAX_MESSAGE] + "…"
         super().__init__(message)
         self.message = message
         self.field = field
         self.status = status
+        #: Every mistake found at once (``{field, error}``), when there were several to report.
+        self.errors = errors or [{"field": field or "", "error": message}]
 
-    def to_dict(self) -> dict[str, str | None]:
-        return {"error": self.message, "field": self.field}
+    def to_dict(self) -> dict[str, object]:
+        return {"error": self.message, "field": self.field, "errors": self.errors}
 
 
 class JobFailure(AtelierError):

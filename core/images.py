@@ -20,6 +20,8 @@ from core.errors import UserError
 #: Default pixel budget for one decoded upload (about 64 MP: a large photo, not a bomb).
 DEFAULT_MAX_PIXELS = 64_000_000
 ALLOWED_FORMATS = ("PNG", "JPEG", "WEBP", "BMP", "TIFF", "GIF")
+#: File name endings of those formats (dataset folders and archives are scanned by name first).
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".gif")
 
 
 def probe_image(data: bytes, field: str, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[str, int, int]:

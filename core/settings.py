@@ -13,7 +13,6 @@ from pathlib import Path
 
 from core.errors import ConfigError
 
-DEVICES = ("auto", "cpu", "cuda")
 #: Host names a loopback-bound service answers to when ATELIER_ALLOWED_HOSTS is not set.
 LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "::1")
 
@@ -60,7 +59,6 @@ class Settings:
     worker_concurrency: int = 1
     torch_threads: int = 0  # 0 = torch's default
     log_level: str = "INFO"
-    extra: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def resolved_database_url(self) -> str:
@@ -166,6 +164,8 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     if unknown:
         raise ConfigError(f"unknown setting {unknown[0]}; known settings: {', '.join(sorted(_SPEC))}")
     s = Settings(**values)  # type: ignore[arg-type]
+    from core.schema import DEVICES
+
     if s.device not in DEVICES:
         raise ConfigError(f"ATELIER_DEVICE={s.device!r} must be one of {', '.join(DEVICES)}")
     if not 1 <= s.port <= 65535:

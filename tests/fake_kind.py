@@ -14,14 +14,19 @@ from core.images import encode_png
 from core.kinds import registry
 from core.kinds.base import InputSpec, JobKind
 from core.kinds.context import JobContext
-from core.schema import Param, Schema
+from typing import Literal
 
-SCHEMA = Schema("echo", (
-    Param("steps", "int", 5, "how many steps", minimum=1, maximum=1000),
-    Param("delay", "float", 0.0, "seconds per step", minimum=0, maximum=5),
-    Param("outcome", "choice", "succeed", "what happens", choices=("succeed", "fail", "crash", "oom", "oom-text")),
-    Param("warning", "str", "", "a warning to raise while running (empty: none)"),
-))
+from core.schema import Float, Int, KindParams, Schema, param
+
+
+class EchoParams(KindParams):
+    steps: Int = param(5, "how many steps", ge=1, le=1000)
+    delay: Float = param(0.0, "seconds per step", ge=0, le=5)
+    outcome: Literal["succeed", "fail", "crash", "oom", "oom-text"] = param("succeed", "what happens")
+    warning: str = param("", "a warning to raise while running (empty: none)")
+
+
+SCHEMA = Schema("echo", EchoParams)
 
 
 def run(ctx: JobContext) -> None:

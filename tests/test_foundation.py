@@ -5,13 +5,14 @@ from __future__ import annotations
 import argparse
 import io
 from pathlib import Path
+from typing import Literal
 
 import pytest
 from PIL import Image
 
 from core.errors import ConfigError, UserError
 from core.images import decode_image, resize_longest, scaled_size
-from core.schema import Param, Schema
+from core.schema import Float, Int, KindParams, List, Schema, param
 from core.settings import load_settings
 from core.atomic import write_atomically_by_path
 from core.storage import LocalStorage
@@ -44,14 +45,16 @@ def test_bad_settings_name_the_variable(env: dict[str, str], needle: str) -> Non
 
 
 # -- schema ------------------------------------------------------------------------------------------
-SCHEMA = Schema("demo", (
-    Param("size", "int", 256, "longest side", minimum=16, maximum=1024),
-    Param("weight", "float", 1.5, "a weight", minimum=0),
-    Param("mode", "choice", "a", "a mode", choices=("a", "b")),
-    Param("layers", "str_list", ["x", "y"], "layer names"),
-    Param("blend", "float_list", [1.0], "blend weights", minimum=0),
-    Param("flag", "bool", False, "a flag", advanced=True),
-))
+class DemoParams(KindParams):
+    size: Int = param(256, "longest side", ge=16, le=1024)
+    weight: Float = param(1.5, "a weight", ge=0)
+    mode: Literal["a", "b"] = param("a", "a mode")
+    layers: List(str) = param(["x", "y"], "layer names")
+    blend: List(float, ge=0) = param([1.0], "blend weights")
+    flag: bool = param(False, "a flag", advanced=True)
+
+
+SCHEMA = Schema("demo", DemoParams)
 
 
 def test_schema_fills_defaults_and_coerces() -> None:
@@ -81,8 +84,8 @@ def test_schema_builds_cli_and_form_and_json_schema() -> None:
     assert SCHEMA.validate_form({"size": "", "weight": "3", "flag__present": "1"})["flag"] is False
     assert SCHEMA.validate_form({"flag__present": "1", "flag": "on"})["flag"] is True
     js = SCHEMA.json_schema()
-    assert js["properties"]["size"] == {"type": "integer", "minimum": 16, "maximum": 1024, "default": 256,
-                                        "description": "longest side"}
+    assert {k: v for k, v in js["properties"]["size"].items() if k != "title"} == {
+        "type": "integer", "minimum": 16, "maximum": 1024, "default": 256, "description": "longest side"}
     assert js["properties"]["blend"]["items"]["minimum"] == 0 and js["additionalProperties"] is False
 
 

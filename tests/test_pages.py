@@ -133,6 +133,26 @@ def test_a_bad_parameter_opens_the_advanced_section_at_its_field(client, service
     assert stored_nothing(services)
 
 
+def test_every_mistake_of_a_form_is_shown_at_once_under_its_label(client, services: Services) -> None:
+    resp = form_post(client, {"content": (io.BytesIO(png_bytes()), "c.png"), "example_style": EXAMPLE,
+                              "size": "8", "steps": "many", "init": "sideways"})
+    assert resp.status_code == 422
+    page = html(resp)
+    for name in ("size", "steps", "init"):
+        assert f'id="error-param-{name}"' in page, name
+    assert "3 fields need a change" in page and "Output size: must be at least 16" in page
+    assert 'href="#field-param-steps"' in page and 'name="steps" value="many"' in page, "what was typed is kept"
+    assert stored_nothing(services)
+
+
+def test_the_api_lists_every_mistake_and_keeps_the_first_as_error(client) -> None:  # type: ignore[no-untyped-def]
+    resp = client.post("/api/v1/jobs", json={"kind": "translate", "params": {"batch_size": 0, "amp": "fp8",
+                                                                              "colour": "red"}})
+    body = resp.get_json()
+    assert resp.status_code == 422 and [e["field"] for e in body["errors"]] == ["batch_size", "amp", "colour"]
+    assert (body["error"], body["field"]) == (body["errors"][0]["error"], "batch_size")
+
+
 def test_missing_style_and_unknown_example_are_field_errors(client, services: Services) -> None:
     resp = form_post(client, {"content": (io.BytesIO(png_bytes()), "c.png"), "style": (io.BytesIO(b""), "")})
     assert resp.status_code == 422 and 'id="error-file-style"' in html(resp)

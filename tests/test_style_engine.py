@@ -304,7 +304,9 @@ def test_adam_and_lbfgs_both_optimise():
 # -- memory ------------------------------------------------------------------------------------------
 def test_memory_estimate_rejects_sizes_that_cannot_fit():
     with pytest.raises(JobFailure) as err:
-        stylize(content_image(), [style_image()], StyleOptions(size=60000, steps=1))
+        # Past the schema's bound on purpose (model_construct skips it): the engine's own check must hold.
+        stylize(content_image(), [style_image()], StyleOptions.model_construct(
+            **{**StyleOptions().model_dump(), "size": 60000, "steps": 1}))
     msg = str(err.value)
     assert "60000x45000" in msg and "Choose a size of at most" in msg
 

@@ -24,12 +24,13 @@ from core.engines.style.options import StyleOptions
 pytestmark = pytest.mark.usefixtures("single_thread")
 
 
-def test_device_choices_are_the_engine_s() -> None:
-    """The kinds share one device parameter; the style engine checks the same names."""
-    from core.engines.style.options import DEVICES
-    from core.kinds.base import DEVICE_PARAM
+def test_device_choices_are_spelled_once() -> None:
+    """Every kind's device parameter and ATELIER_DEVICE take the same names, from core.schema.DEVICES."""
+    from core.kinds.gan import CYCLEGAN_SCHEMA, TRANSLATE_SCHEMA
+    from core.schema import DEVICES
 
-    assert SCHEMA["device"] is DEVICE_PARAM and tuple(DEVICE_PARAM.choices) == DEVICES
+    for schema in (SCHEMA, CYCLEGAN_SCHEMA, TRANSLATE_SCHEMA):
+        assert schema["device"].choices == DEVICES == ("auto", "cpu", "cuda")
 
 
 def test_schema_names_are_the_cli_options():

@@ -17,7 +17,7 @@ MAX_TEXT_FIELD_BYTES = 1 << 20
 
 def create_app(settings: Settings | None = None, *, services: Services | None = None, celery: Any = None,
                check_migrated: bool = True) -> Flask:
-    from web import api, api_resources, health, pages
+    from web import api, api_resources, docs, health, pages
     from web.security import install_security
     from web.deps import WebState
     from worker.celery_app import create_celery
@@ -35,5 +35,6 @@ def create_app(settings: Settings | None = None, *, services: Services | None = 
     app.register_blueprint(api_resources.bp)
     app.register_blueprint(health.bp)
     app.register_blueprint(pages.bp)
+    app.register_blueprint(docs.bp)
     api.register_error_handlers(app)
     return app

@@ -44,7 +44,7 @@ def error(message: str, field: str | None, status: int) -> tuple[Response, int]:
 def register_error_handlers(app: Flask) -> None:
     @app.errorhandler(UserError)
     def _user_error(exc: UserError):  # type: ignore[no-untyped-def]
-        return error(exc.message, exc.field, exc.status)
+        return jsonify(exc.to_dict()), exc.status
 
     @app.errorhandler(RequestEntityTooLarge)
     def _too_large(exc: RequestEntityTooLarge):  # type: ignore[no-untyped-def]
@@ -294,10 +294,11 @@ def job_metrics(job_id: str):  # type: ignore[no-untyped-def]
 
 @bp.get("/jobs/<job_id>/events")
 def job_events(job_id: str):  # type: ignore[no-untyped-def]
+    from web.serialize import iso  # times go through the one serialiser (UTC, ``Z``), as in job_json
+
     _job_or_404(job_id)
     rows = repo.events(deps.services().sessions, job_id)
-    return jsonify({"events": [{"at": e.created_at.isoformat(), "level": e.level, "message": e.message}
-                               for e in rows]})
+    return jsonify({"events": [{"at": iso(e.created_at), "level": e.level, "message": e.message} for e in rows]})
 
 
 # -- discovery ------------------------------------------------------------------------------------
@@ -313,7 +314,8 @@ def list_kinds():  # type: ignore[no-untyped-def]
 
 @bp.get("/openapi.json")
 def openapi():  # type: ignore[no-untyped-def]
-    return jsonify(openapi_spec())
+    """This document: generated from the URL map, the response models and the kinds' schemas."""
+    return jsonify(openapi_spec(current_app))
 
 
 @bp.get("/workers")

@@ -17,7 +17,6 @@ from typing import Any
 
 from flask import Blueprint, Response, abort, current_app, redirect, render_template, request, url_for
 from werkzeug.exceptions import RequestEntityTooLarge
-from werkzeug.routing import BuildError
 
 from core import resources
 from core.errors import UserError, quote
@@ -25,9 +24,10 @@ from core.images import decode_image, thumbnail_jpeg
 from core.jobs import repository as repo
 from core.jobs.submit import Upload, submit_job
 from core.kinds.base import InputSpec, JobKind
+from core.kinds.gan import DEMO_PARAMS, IMPORT_SCHEMA
 from core.kinds.registry import get_kind, job_kinds
 from core.models import JOB_STATUSES, TERMINAL_STATUSES, Job, utcnow
-from core.schema import Param, Schema
+from core.schema import ParamView, Schema
 from web import deps
 from web.serialize import dataset_json, job_json, model_json, worker_json
 
@@ -44,29 +44,6 @@ EXAMPLE_INPUTS: dict[str, tuple[str, Callable[[], list[str]]]] = {"style": ("sty
 
 #: Friendlier labels for well-known upload slots; any other slot is titled from its role name.
 ROLE_TITLES = {"content": "Content photo", "style": "Style painting", "init": "Initial image"}
-
-#: The one-click demo training: small networks and crops so it finishes in minutes on a laptop CPU
-#: (the kind's defaults are the reference's, sized for a GPU). Keys the kind lacks are left out, and
-#: settings the demo endpoint suggests, if any, win over these.
-DEMO_TRAIN_PARAMS = {"name": "demo cyclegan", "iterations": 300, "size": 64, "netG": "resnet_6blocks", "ngf": 16,
-                     "ndf": 16, "checkpoint_every": 100}
-
-#: Endpoints of the models/datasets API, written as URLs because they may be registered after this module.
-MODELS_API = "/api/v1/models"
-DATASETS_API = "/api/v1/datasets"
-
-#: Pages only: no inline scripts or styles are used, so the policy can forbid them outright.
-CSP = ("default-src 'self'; img-src 'self' data: blob:; style-src 'self'; script-src 'self'; "
-       "connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'")
-
-
-@bp.after_request
-def _security_headers(resp: Response) -> Response:
-    resp.headers.setdefault("Content-Security-Policy", CSP)
-    resp.headers.setdefault("X-Content-Type-Options", "nosniff")
-    resp.headers.setdefault("Referrer-Policy", "same-origin")
-    return resp
-
 
 # -- template helpers -----------------------------------------------------------------------------
 @bp.app_template_filter("ago")
@@ -162,9 +139,9 @@ def _layout_context() -> dict[str, Any]:
 # -- forms built from a kind's schema ---------------------------------------------------------------
 @dataclass(frozen=True)
 class FormField:
-    """One control of a job form, derived from a schema :class:`Param`."""
+    """One control of a job form, derived from a schema field (:class:`core.schema.ParamView`)."""
 
-    param: Param
+    param: ParamView
     control: str  # "number" | "text" | "select" | "checkbox"
     value: str
     checked: bool = False
@@ -343,21 +320,30 @@ def read_uploads(kind: JobKind) -> list[Upload]:
 def _render_form(kind: JobKind, *, values: Mapping[str, str] | None = None, picked: Mapping[str, str] | None = None,
                  error: UserError | None = None, submitted: bool = False, had_files: bool = False,
                  status: int = 200) -> tuple[str, int]:
-    errors = {error.field: error.message} if error is not None and error.field else {}
+    # Every mistake at once: each field shows its own, the summary lists them all with links.
+    errors: dict[str, str] = {}
+    for e in (error.errors if error is not None else []):
+        if e.get("field") and e["field"] not in errors:
+            errors[e["field"]] = e["error"]
     fields = build_fields(kind.schema, values or {}, errors, submitted, kind.references, accepted_rows(kind))
     files = build_file_fields(kind, picked or {}, errors)
-    anchor = None
-    if error is not None and error.field:
-        if error.field in {f.role for f in files}:
-            anchor = f"file-{error.field}"
-        elif error.field in {f.name for f in fields}:
-            anchor = f"param-{error.field}"
+    anchors = {f.role: f"file-{f.role}" for f in files} | {f.name: f"param-{f.name}" for f in fields}
+    titles = {f.role: f.role.capitalize() for f in files} | {f.name: f.param.title for f in fields}
+    summary = [(anchors[name], _labelled(message, name, titles[name])) for name, message in errors.items()
+               if name in anchors]
+    anchor = summary[0][0] if summary else None
     return render_template(
         "form.html", kind=kind, basic=[f for f in fields if not f.param.advanced],
         advanced=[f for f in fields if f.param.advanced], files=files, error=error, error_anchor=anchor,
+        error_summary=summary,
         advanced_open=any(f.error for f in fields if f.param.advanced), had_files=had_files,
         action=url_for("pages.index") if kind.name == HOME_KIND else url_for("pages.kind_form", kind=kind.name),
     ), status
+
+
+def _labelled(message: str, name: str, title: str) -> str:
+    """A field's error in the summary, under the label people see rather than the parameter's name."""
+    return f"{title}: {message[len(name) + 2:]}" if message.startswith(f"{name}: ") else message
 
 
 def _form_view(kind: JobKind):  # type: ignore[no-untyped-def]
@@ -545,15 +531,10 @@ def workers():  # type: ignore[no-untyped-def]
 
 def _serialized(rows: Iterable[Any], to_json: Callable[[Any], dict[str, Any]]) -> list[dict[str, Any]]:
     """Rows as the API shows them (so links such as a model's download URL come from one place), plus the
-    row's datetime for the age column; tolerant of API endpoints that are not registered yet."""
+    row's datetime for the age column."""
     out = []
     for r in rows:
-        try:
-            item = to_json(r)
-        except BuildError:
-            item = {"id": r.id, "name": r.name, "meta": r.meta, "layout": getattr(r, "layout", None),
-                    "family": getattr(r, "family", None), "source_job_id": getattr(r, "source_job_id", None),
-                    "urls": {}}
+        item = to_json(r)
         item["created"] = r.created_at
         out.append(item)
     return out
@@ -570,23 +551,13 @@ def _kind_taking(table: str, kind_name: str) -> tuple[JobKind | None, str | None
     return kind, None
 
 
-def _import_schema() -> Schema | None:
-    """The options of a generator import, if this build has them (they live with the GAN kinds)."""
-    try:
-        from core.kinds.gan import IMPORT_SCHEMA
-    except ImportError:  # pragma: no cover - a build without GAN kinds
-        return None
-    return IMPORT_SCHEMA
-
-
 @bp.get("/models")
 def models():  # type: ignore[no-untyped-def]
     rows = resources.list_rows(deps.services(), "models")
     translate, model_param = _kind_taking("model", "translate")
-    schema = _import_schema()
     return render_template("models.html", models=_serialized(rows, model_json), translate=translate,
-                           model_param=model_param, import_url=MODELS_API,
-                           import_fields=build_fields(schema, {}, {}, False) if schema else [])
+                           model_param=model_param, import_url=url_for("resources.import_model"),
+                           import_fields=build_fields(IMPORT_SCHEMA, {}, {}, False))
 
 
 @bp.get("/datasets")
@@ -597,8 +568,8 @@ def datasets():  # type: ignore[no-untyped-def]
     demo_kind, demo_param = trainers["unpaired"]
     return render_template(
         "datasets.html", datasets=_serialized(rows, dataset_json), trainers=trainers,
-        upload_url=DATASETS_API, demo_url=DATASETS_API + "/demo",
+        upload_url=url_for("resources.create_dataset"), demo_url=url_for("resources.create_demo_dataset"),
         jobs_url=url_for("api.create_job"), demo_kind=demo_kind, demo_param=demo_param,
-        demo_params={k: v for k, v in DEMO_TRAIN_PARAMS.items() if demo_kind and k in demo_kind.schema},
+        demo_params={k: v for k, v in DEMO_PARAMS.items() if demo_kind and k in demo_kind.schema},
         max_upload_mb=current_app.config["MAX_CONTENT_LENGTH"] // (1024 * 1024),
     )

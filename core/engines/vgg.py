@@ -289,9 +289,6 @@ class VGG19Features:
     def device(self) -> "torch.device":
         return self.params[0][0].device
 
-    def n_params(self) -> int:
-        return sum(w.numel() + b.numel() for w, b in self.params)
-
     def to(self, device: "torch.device | str | None" = None, dtype: "torch.dtype | None" = None) -> "VGG19Features":
         """A copy on ``device`` in ``dtype`` (weights cast once here, not on every step as autocast would)."""
         import torch

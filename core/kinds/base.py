@@ -6,15 +6,10 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from core.schema import Param, Schema
+from core.schema import Schema
 
 if TYPE_CHECKING:  # pragma: no cover
     from core.kinds.context import JobContext
-
-
-#: Where a job runs, the same parameter for every kind that runs a network.
-DEVICE_PARAM = Param("device", "choice", "auto", "Where to run: auto (the worker's setting), cpu or cuda",
-                     choices=("auto", "cpu", "cuda"), advanced=True)
 
 
 @dataclass(frozen=True)

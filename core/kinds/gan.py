@@ -20,179 +20,155 @@ import tempfile
 import time
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal, get_args
+
+from pydantic import model_validator
 
 from core.engines.gan.directions import DIRECTIONS, choose_direction
+from core.engines.gan.rules import DEFAULT_ITERATIONS, check_training
 from core.errors import UserError, quote
-from core.kinds.base import DEVICE_PARAM, InputSpec, JobKind, UploadInfo
-from core.schema import Param, Schema
+from core.kinds.base import InputSpec, JobKind, UploadInfo
+from core.schema import DEVICE_FIELD, Device, Float, Int, KindParams, Schema, param, resolve_job_device
 
 if TYPE_CHECKING:  # pragma: no cover
     from core.kinds.context import JobContext
 
 # Choices, kept torch-free here; tests check they match the engine's registries.
-GENERATORS = ("resnet_9blocks", "resnet_6blocks", "unet_256", "unet_128")
-DISCRIMINATORS = ("basic", "n_layers", "pixel")
-NORMS = ("instance", "batch", "none")
-GAN_MODES = ("lsgan", "vanilla")
-PREPROCESS = ("resize_and_crop", "crop", "scale_width", "scale_width_and_crop", "none")
-AMP = ("auto", "bf16", "fp16", "fp32")
-DEFAULT_ITERATIONS = 1000
-#: load_size / crop_size of the reference's defaults (286 / 256), used when load_size is left empty.
-LOAD_RATIO = 286 / 256
+Generator = Literal["resnet_9blocks", "resnet_6blocks", "unet_256", "unet_128"]
+Discriminator = Literal["basic", "n_layers", "pixel"]
+Norm = Literal["instance", "batch", "none"]
+GanMode = Literal["lsgan", "vanilla"]
+PreprocessMode = Literal["resize_and_crop", "crop", "scale_width", "scale_width_and_crop", "none"]
+Amp = Literal["auto", "bf16", "fp16", "fp32"]
+Direction = Literal["AtoB", "BtoA"]
+GENERATORS, DISCRIMINATORS, NORMS = get_args(Generator), get_args(Discriminator), get_args(Norm)
+GAN_MODES, PREPROCESS, AMP = get_args(GanMode), get_args(PreprocessMode), get_args(Amp)
+assert get_args(Direction) == DIRECTIONS
 
-#: Suggested parameters for the one-click demo (built-in demo dataset, a few minutes on 2 CPU cores).
-DEMO_PARAMS: dict[str, Any] = {"size": 128, "iterations": 600, "netG": "resnet_6blocks", "ngf": 32, "ndf": 32,
-                               "checkpoint_every": 100}
-
-
-def _common_train_params(family: str) -> tuple[Param, ...]:
-    cyc = family == "cyclegan"
-    return (
-        Param("dataset", "str", "", f"Id of a registered {'unpaired' if cyc else 'paired'} dataset",
-              cli=False),
-        Param("name", "str", "", "Name of the model this job registers (default: the family and job id)"),
-        # CycleGAN: 128 rather than the reference's 256, so a default job finishes on a CPU worker; pix2pix
-        # keeps the reference's 256, the size its default U-Net-256 needs.
-        Param("size", "int", 128 if cyc else 256, "Side of the square crops the networks train on (the "
-              "reference's crop_size); a multiple of 4 for ResNet, of 128/256 for U-Net", minimum=16,
-              maximum=1024, label="Crop size"),
-        Param("load_size", "int", None, "Images are scaled to this size before cropping (empty: 286/256 of the "
-              "crop size, as the reference's defaults)", minimum=16, maximum=4096, nullable=True, advanced=True),
-        Param("iterations", "int", None, f"Training iterations (batches); default {DEFAULT_ITERATIONS} when "
-              "epochs is empty too", minimum=1, maximum=10_000_000, nullable=True),
-        Param("epochs", "int", None, "Train for this many passes over the dataset instead of a number of "
-              "iterations", minimum=1, maximum=100_000, nullable=True),
-        Param("batch_size", "int", 1, "Images per iteration", minimum=1, maximum=64),
-        Param("netG", "choice", "resnet_9blocks" if cyc else "unet_256", "Generator architecture",
-              choices=GENERATORS, label="Generator"),
-        Param("ngf", "int", 64, "Filters in the generator's first layer", minimum=4, maximum=256, advanced=True),
-        Param("netD", "choice", "basic", "Discriminator: basic (70x70 PatchGAN), n_layers (PatchGAN with "
-              "n_layers_D), pixel (1x1)", choices=DISCRIMINATORS, advanced=True, label="Discriminator"),
-        Param("ndf", "int", 64, "Filters in the discriminator's first layer", minimum=4, maximum=256, advanced=True),
-        Param("n_layers_D", "int", 3, "Layers of the n_layers discriminator", minimum=1, maximum=6, advanced=True),
-        Param("norm", "choice", "instance" if cyc else "batch", "Normalisation in generator and discriminator",
-              choices=NORMS, advanced=True),
-        Param("dropout", "bool", not cyc, "Dropout (0.5) in the generator", advanced=True),
-        Param("gan_mode", "choice", "lsgan" if cyc else "vanilla", "Adversarial loss: lsgan (least squares) or "
-              "vanilla (cross-entropy)", choices=GAN_MODES, advanced=True),
-    )
+#: The one-click demo training (the datasets page's button): small networks and crops so it finishes in
+#: minutes on a laptop CPU (the kind's defaults are the reference's, sized for a GPU). The page and the
+#: tests use this one dict.
+DEMO_PARAMS: dict[str, Any] = {"name": "demo cyclegan", "iterations": 300, "size": 64, "netG": "resnet_6blocks",
+                               "ngf": 16, "ndf": 16, "checkpoint_every": 100}
 
 
-def _tail_params() -> tuple[Param, ...]:
-    return (
-        Param("lr", "float", 2e-4, "Adam learning rate", minimum=1e-7, maximum=1.0, advanced=True),
-        Param("beta1", "float", 0.5, "Adam beta1", minimum=0.0, maximum=0.999, advanced=True),
-        Param("lr_decay_fraction", "float", 0.5, "Share of the run, at the end, over which the learning rate "
-              "decays linearly to zero (the reference's n_epochs_decay / (n_epochs + n_epochs_decay))",
-              minimum=0.0, maximum=1.0, advanced=True),
-        Param("preprocess", "choice", "resize_and_crop", "How training images become crops", choices=PREPROCESS,
-              advanced=True),
-        Param("flip", "bool", True, "Random horizontal flips (--no-flip turns them off)", advanced=True),
-        Param("checkpoint_every", "int", 250, "Save a checkpoint every N iterations (0: only at the end); a job "
-              "restarted after a crash continues from the newest", minimum=0, maximum=10_000_000, advanced=True),
-        Param("seed", "int", 0, "Seed of initialisation, data order and augmentation", minimum=0,
-              maximum=2**31 - 1, advanced=True),
-        Param("amp", "choice", "auto", "Arithmetic: auto (bf16 where the CPU/GPU has bf16 units, else fp32 "
-              "or fp16 with loss scaling on older GPUs), bf16, fp16, fp32", choices=AMP, advanced=True,
-              label="Precision"),
-        DEVICE_PARAM,
-    )
+class TrainParams(KindParams):
+    """What CycleGAN and pix2pix training share. The reference's names where they read well as CLI
+    options; ``size`` is its ``crop_size``. Defaults are CycleGAN's; pix2pix overrides its own."""
+
+    dataset: str = param("", "Id of a registered dataset", cli=False)
+    name: str = param("", "Name of the model this job registers (default: the family and job id)")
+    # 128 rather than the reference's 256, so a default CycleGAN job finishes on a CPU worker.
+    size: Int = param(128, "Side of the square crops the networks train on (the reference's crop_size); a "
+                      "multiple of 4 for ResNet, of 128/256 for U-Net", label="Crop size", ge=16, le=1024)
+    load_size: Int | None = param(None, "Images are scaled to this size before cropping (empty: 286/256 of the "
+                                  "crop size, as the reference's defaults)", advanced=True, ge=16, le=4096)
+    iterations: Int | None = param(None, f"Training iterations (batches); default {DEFAULT_ITERATIONS} when "
+                                   "epochs is empty too", ge=1, le=10_000_000)
+    epochs: Int | None = param(None, "Train for this many passes over the dataset instead of a number of "
+                               "iterations", ge=1, le=100_000)
+    batch_size: Int = param(1, "Images per iteration", ge=1, le=64)
+    netG: Generator = param("resnet_9blocks", "Generator architecture", label="Generator")
+    ngf: Int = param(64, "Filters in the generator's first layer", advanced=True, ge=4, le=256)
+    netD: Discriminator = param("basic", "Discriminator: basic (70x70 PatchGAN), n_layers (PatchGAN with "
+                                "n_layers_D), pixel (1x1)", label="Discriminator", advanced=True)
+    ndf: Int = param(64, "Filters in the discriminator's first layer", advanced=True, ge=4, le=256)
+    n_layers_D: Int = param(3, "Layers of the n_layers discriminator", advanced=True, ge=1, le=6)
+    norm: Norm = param("instance", "Normalisation in generator and discriminator", advanced=True)
+    dropout: bool = param(False, "Dropout (0.5) in the generator", advanced=True)
+    gan_mode: GanMode = param("lsgan", "Adversarial loss: lsgan (least squares) or vanilla (cross-entropy)",
+                              advanced=True)
+    lr: Float = param(2e-4, "Adam learning rate", advanced=True, ge=1e-7, le=1.0)
+    beta1: Float = param(0.5, "Adam beta1", advanced=True, ge=0.0, le=0.999)
+    lr_decay_fraction: Float = param(0.5, "Share of the run, at the end, over which the learning rate decays "
+                                     "linearly to zero (the reference's n_epochs_decay / (n_epochs + "
+                                     "n_epochs_decay))", advanced=True, ge=0.0, le=1.0)
+    preprocess: PreprocessMode = param("resize_and_crop", "How training images become crops", advanced=True)
+    flip: bool = param(True, "Random horizontal flips (--no-flip turns them off)", advanced=True)
+    checkpoint_every: Int = param(250, "Save a checkpoint every N iterations (0: only at the end); a job "
+                                  "restarted after a crash continues from the newest", advanced=True, ge=0,
+                                  le=10_000_000)
+    seed: Int = param(0, "Seed of initialisation, data order and augmentation", advanced=True, ge=0, le=2**31 - 1)
+    amp: Amp = param("auto", "Arithmetic: auto (bf16 where the CPU/GPU has bf16 units, else fp32 or fp16 with "
+                     "loss scaling on older GPUs), bf16, fp16, fp32", label="Precision", advanced=True)
+    device: Device = DEVICE_FIELD
+
+    @model_validator(mode="after")
+    def _engine_rules(self) -> "TrainParams":
+        """The engine's own rules on crop sizes and iterations (one place: :mod:`core.engines.gan.rules`)."""
+        check_training(crop_size=self.size, netG=self.netG, netD=self.netD, n_layers_D=self.n_layers_D,
+                       preprocess=self.preprocess, load_size=self.load_size, iterations=self.iterations,
+                       epochs=self.epochs)
+        return self
 
 
-CYCLEGAN_SCHEMA = Schema(
-    kind="cyclegan_train",
-    description="Train CycleGAN on an unpaired dataset (two folders of images): learns A->B and B->A.",
-    params=(
-        *_common_train_params("cyclegan"),
-        Param("lambda_A", "float", 10.0, "Weight of the cycle loss A->B->A", minimum=0.0, maximum=1000.0,
-              advanced=True),
-        Param("lambda_B", "float", 10.0, "Weight of the cycle loss B->A->B", minimum=0.0, maximum=1000.0,
-              advanced=True),
-        Param("lambda_identity", "float", 0.5, "Weight of the identity loss, relative to the cycle weights (0 "
-              "turns it off)", minimum=0.0, maximum=100.0, advanced=True),
-        Param("pool_size", "int", 50, "Generated images kept for the discriminators (0: no history)",
-              minimum=0, maximum=1000, advanced=True),
-        *_tail_params(),
-    ),
-)
+class CycleGANParams(TrainParams):
+    dataset: str = param("", "Id of a registered unpaired dataset", cli=False)
+    lambda_A: Float = param(10.0, "Weight of the cycle loss A->B->A", advanced=True, ge=0.0, le=1000.0)
+    lambda_B: Float = param(10.0, "Weight of the cycle loss B->A->B", advanced=True, ge=0.0, le=1000.0)
+    lambda_identity: Float = param(0.5, "Weight of the identity loss, relative to the cycle weights (0 turns it "
+                                   "off)", advanced=True, ge=0.0, le=100.0)
+    pool_size: Int = param(50, "Generated images kept for the discriminators (0: no history)", advanced=True,
+                           ge=0, le=1000)
 
-PIX2PIX_SCHEMA = Schema(
-    kind="pix2pix_train",
-    description="Train pix2pix on a paired dataset (aligned A/B images): learns input->output.",
-    params=(
-        *_common_train_params("pix2pix"),
-        Param("lambda_L1", "float", 100.0, "Weight of the L1 loss to the target", minimum=0.0, maximum=10000.0,
-              advanced=True, label="Lambda L1"),
-        Param("direction", "choice", "AtoB", "Which side is the input: AtoB or BtoA", choices=DIRECTIONS),
-        *_tail_params(),
-    ),
-)
 
-TRANSLATE_SCHEMA = Schema(
-    kind="translate",
-    description="Translate images with a trained or imported generator, each at its own size.",
-    params=(
-        Param("model", "str", "", "Id of a registered model (the CLI also takes a model directory or a "
-              "generator file)"),
-        Param("direction", "choice", "auto", "AtoB or BtoA (auto: the model's only direction, AtoB when it "
-              "has both)", choices=("auto", *DIRECTIONS)),
-        Param("batch_size", "int", 4, "Images per forward pass (images of similar size are batched)",
-              minimum=1, maximum=64, advanced=True),
-        Param("amp", "choice", "auto", "Arithmetic: auto (bf16 where supported), bf16, fp16, fp32",
-              choices=AMP, advanced=True, label="Precision"),
-        DEVICE_PARAM,
-    ),
-)
+class Pix2PixParams(TrainParams):
+    dataset: str = param("", "Id of a registered paired dataset", cli=False)
+    # The reference's 256, the size its default U-Net-256 needs.
+    size: Int = param(256, "Side of the square crops the networks train on (the reference's crop_size); a "
+                      "multiple of 4 for ResNet, of 128/256 for U-Net", label="Crop size", ge=16, le=1024)
+    netG: Generator = param("unet_256", "Generator architecture", label="Generator")
+    norm: Norm = param("batch", "Normalisation in generator and discriminator", advanced=True)
+    dropout: bool = param(True, "Dropout (0.5) in the generator", advanced=True)
+    gan_mode: GanMode = param("vanilla", "Adversarial loss: lsgan (least squares) or vanilla (cross-entropy)",
+                              advanced=True)
+    lambda_L1: Float = param(100.0, "Weight of the L1 loss to the target", label="Lambda L1", advanced=True,
+                             ge=0.0, le=10000.0)
+    direction: Direction = param("AtoB", "Which side is the input: AtoB or BtoA")
 
-#: Options for importing a reference generator file (the models import endpoint and the CLI's
-#: translate with a bare .pth). Empty values mean "read it from the file".
-IMPORT_SCHEMA = Schema(
-    kind="import_generator",
-    description="Import a generator file of the reference implementation (latest_net_G_A.pth, latest_net_G.pth).",
-    params=(
-        Param("name", "str", "", "Model name (default: the file name)"),
-        Param("direction", "choice", None, "What the generator maps (default: BtoA for a *G_B* file, else AtoB)",
-              choices=DIRECTIONS, nullable=True),
-        Param("netG", "choice", None, "Expected architecture (empty: inferred from the file)", choices=GENERATORS,
-              nullable=True),
-        Param("ngf", "int", None, "Expected filters in the first layer (empty: inferred)", minimum=1,
-              maximum=1024, nullable=True),
-        Param("norm", "choice", None, "Expected normalisation (empty: inferred)", choices=NORMS, nullable=True),
-        Param("dropout", "bool", None, "Whether the generator has dropout layers (empty: inferred where the "
-              "file shows it)", nullable=True),
-    ),
-)
+
+class TranslateParams(KindParams):
+    model: str = param("", "Id of a registered model (the CLI also takes a model directory or a generator file)")
+    direction: Literal["auto", "AtoB", "BtoA"] = param("auto", "AtoB or BtoA (auto: the model's only direction, "
+                                                        "AtoB when it has both)")
+    batch_size: Int = param(4, "Images per forward pass (images of similar size are batched)", advanced=True,
+                            ge=1, le=64)
+    amp: Amp = param("auto", "Arithmetic: auto (bf16 where supported), bf16, fp16, fp32", label="Precision",
+                     advanced=True)
+    device: Device = DEVICE_FIELD
+
+
+class ImportOptions(KindParams):
+    """Options for importing a reference generator file (the models import endpoint and the CLI's translate
+    with a bare .pth). Empty values mean "read it from the file"."""
+
+    name: str = param("", "Model name (default: the file name)")
+    direction: Direction | None = param(None, "What the generator maps (default: BtoA for a *G_B* file, else AtoB)")
+    netG: Generator | None = param(None, "Expected architecture (empty: inferred from the file)")
+    ngf: Int | None = param(None, "Expected filters in the first layer (empty: inferred)", ge=1, le=1024)
+    norm: Norm | None = param(None, "Expected normalisation (empty: inferred)")
+    dropout: bool | None = param(None, "Whether the generator has dropout layers (empty: inferred where the file "
+                                 "shows it)")
+
+
+CYCLEGAN_SCHEMA = Schema("cyclegan_train", CycleGANParams, "Train CycleGAN on an unpaired dataset (two folders of "
+                         "images): learns A->B and B->A.")
+PIX2PIX_SCHEMA = Schema("pix2pix_train", Pix2PixParams, "Train pix2pix on a paired dataset (aligned A/B images): "
+                        "learns input->output.")
+TRANSLATE_SCHEMA = Schema("translate", TranslateParams, "Translate images with a trained or imported generator, "
+                          "each at its own size.")
+IMPORT_SCHEMA = Schema("import_generator", ImportOptions, "Import a generator file of the reference implementation "
+                       "(latest_net_G_A.pth, latest_net_G.pth).")
 
 
 # ---------------------------------------------------------------------------------------------------
 # Cross-field rules (submit time) and params -> engine options
 # ---------------------------------------------------------------------------------------------------
-def resolved_load_size(params: Mapping[str, Any]) -> int:
-    return int(params.get("load_size") or round(params["size"] * LOAD_RATIO))
-
-
 def check_train(params: Mapping[str, Any], uploads: list[UploadInfo] | None = None) -> None:
+    """Submit-time rule of a training job beyond its parameters' own (the model checks those): it needs
+    a dataset."""
     if not params.get("dataset"):
         raise UserError("dataset is required: the id of a registered dataset", "dataset")
-    if params.get("iterations") is not None and params.get("epochs") is not None:
-        raise UserError("give iterations or epochs, not both", "epochs")
-    size, net, pre = params["size"], params["netG"], params["preprocess"]
-    if net.startswith("unet"):
-        need = int(net.split("_")[1])
-        if pre in ("scale_width", "none"):
-            raise UserError(f"{net} trains on crops: use preprocess resize_and_crop, crop or "
-                            "scale_width_and_crop", "preprocess")
-        if size % need:
-            raise UserError(f"{net} needs a crop size that is a multiple of {need}, got {size}", "size")
-    elif size % 4:
-        raise UserError(f"ResNet generators need a crop size that is a multiple of 4, got {size}", "size")
-    n = {"basic": 3, "n_layers": params["n_layers_D"], "pixel": 0}[params["netD"]]
-    if n and size < 3 * 2**n:
-        raise UserError(f"crop size {size} is too small for the {params['netD']} discriminator ({n} layers); "
-                        f"use at least {3 * 2**n}", "size")
-    if pre in ("resize_and_crop", "scale_width_and_crop") and resolved_load_size(params) < size:
-        raise UserError(f"load_size ({params['load_size']}) must be at least the crop size ({size})", "load_size")
 
 
 def total_steps_train(params: Mapping[str, Any]) -> int:
@@ -206,22 +182,7 @@ def train_options(family: str, params: Mapping[str, Any]) -> Any:
     """Validated params -> :class:`core.engines.gan.options.TrainOptions` (imports the engine)."""
     from core.engines.gan.options import TrainOptions
 
-    iterations, epochs = params.get("iterations"), params.get("epochs")
-    if iterations is None and epochs is None:
-        iterations = DEFAULT_ITERATIONS
-    common = dict(
-        family=family, netG=params["netG"], ngf=params["ngf"], netD=params["netD"], ndf=params["ndf"],
-        n_layers_D=params["n_layers_D"], norm=params["norm"], dropout=params["dropout"],
-        gan_mode=params["gan_mode"], lr=params["lr"], beta1=params["beta1"],
-        lr_decay_fraction=params["lr_decay_fraction"], batch_size=params["batch_size"], iterations=iterations,
-        epochs=epochs, preprocess=params["preprocess"], load_size=resolved_load_size(params),
-        crop_size=params["size"], flip=params["flip"], checkpoint_every=params["checkpoint_every"],
-        seed=params["seed"], amp=params["amp"],
-    )
-    if family == "cyclegan":
-        return TrainOptions(**common, lambda_A=params["lambda_A"], lambda_B=params["lambda_B"],
-                            lambda_identity=params["lambda_identity"], pool_size=params["pool_size"])
-    return TrainOptions(**common, lambda_L1=params["lambda_L1"], direction=params["direction"], pool_size=0)
+    return TrainOptions.from_params(family, params)
 
 
 def training_data(family: str, opts: Any, a: Path | None = None, b: Path | None = None,
@@ -249,9 +210,7 @@ def training_data(family: str, opts: Any, a: Path | None = None, b: Path | None 
 # Running
 # ---------------------------------------------------------------------------------------------------
 def _device(params: Mapping[str, Any], ctx: "JobContext") -> str:
-    if params.get("device", "auto") == "auto" and getattr(ctx, "device", "auto") in ("cpu", "cuda"):
-        return ctx.device
-    return params.get("device", "auto")
+    return resolve_job_device(params.get("device", "auto"), getattr(ctx, "device", "auto"))
 
 
 def finish_training(result: Any, family: str, params: Mapping[str, Any], model_dir: Path) -> dict[str, Any]:

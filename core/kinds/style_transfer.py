@@ -12,77 +12,26 @@ import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from core.engines.style.options import (DEFAULT_CONTENT_LAYERS, DEFAULT_STYLE_LAYERS, INITS,
-                                        OPTIMIZERS, PRECISIONS, StyleOptions, min_size_for, normalize_layers,
-                                        used_layers)
-from core.engines.style.schedule import check_sizes, parse_schedule, plan_levels
-from core.engines.vgg import POOLINGS, weights_source
+from core.engines.style.options import StyleOptions, min_size_for, used_layers
+from core.engines.style.schedule import check_sizes, plan_levels
+from core.engines.vgg import weights_source
 from core.errors import UserError
-from core.kinds.base import DEVICE_PARAM, InputSpec, JobKind, UploadInfo
-from core.schema import Param, Schema
+from core.kinds.base import InputSpec, JobKind, UploadInfo
+from core.schema import Schema, resolve_job_device
 
 if TYPE_CHECKING:  # pragma: no cover
     from core.kinds.context import JobContext
 
-_D = StyleOptions()
-
-
-def _normalize_schedule(value: str) -> str:
-    """Syntax check only (the step budget is checked with ``steps`` in :func:`check`)."""
-    parse_schedule(value, 10**9)
-    return value.strip().lower() or "auto"
-
-
 SCHEMA = Schema(
     kind="style_transfer",
+    model=StyleOptions,
     description="Neural style transfer (Gatys et al.) on VGG-19: paint the content photo in the style of "
                 "one or more paintings.",
-    params=(
-        Param("size", "int", _D.size, "Longest side of the output in pixels (the other side keeps the content's "
-              "aspect ratio)", minimum=16, maximum=4096, label="Output size"),
-        Param("steps", "int", _D.steps, "Optimisation steps (one loss and gradient evaluation each, at every "
-              "resolution of the schedule)", minimum=1, maximum=5000),
-        Param("style_weight", "float", _D.style_weight, "Weight of the style loss: higher = more painterly",
-              minimum=0, maximum=1e12, advanced=True),
-        Param("content_weight", "float", _D.content_weight, "Weight of the content loss: higher = closer to "
-              "the photo", minimum=0, maximum=1e12, advanced=True),
-        Param("tv_weight", "float", _D.tv_weight, "Weight of total variation (smoothness); 0 turns it off",
-              minimum=0, maximum=1e6, advanced=True, label="TV weight"),
-        Param("style_blend_weights", "float_list", [], "One weight per style image, normalised to sum 1 "
-              "(empty = equal)", minimum=0, advanced=True),
-        Param("style_scale", "float", _D.style_scale, "Size of the style images relative to the output: smaller "
-              "= larger brush strokes", minimum=0.05, maximum=4.0, advanced=True),
-        Param("original_colors", "bool", _D.original_colors, "Keep the content's colours; transfer only "
-              "luminance", advanced=True, label="Keep original colours"),
-        Param("init", "choice", _D.init, "Starting image: the content, seeded noise, or the uploaded init "
-              "image", choices=INITS, advanced=True, label="Initial image"),
-        Param("seed", "int", _D.seed, "Seed of the random initial image (same inputs and seed give the same "
-              "image on CPU)", minimum=0, maximum=2**31 - 1, advanced=True),
-        Param("content_layers", "str_list", list(DEFAULT_CONTENT_LAYERS), "VGG-19 layers for content, as "
-              "name or name:weight (e.g. relu4_2)", advanced=True, normalize=normalize_layers),
-        Param("style_layers", "str_list", list(DEFAULT_STYLE_LAYERS), "VGG-19 layers for style, as name or "
-              "name:weight (e.g. relu1_1,relu2_1:0.5)", advanced=True, normalize=normalize_layers),
-        Param("optimizer", "choice", _D.optimizer, "L-BFGS (fast convergence) or Adam (less memory)",
-              choices=OPTIMIZERS, advanced=True),
-        Param("lbfgs_history", "int", _D.lbfgs_history, "L-BFGS history size (more = better curvature "
-              "estimate, more memory)", minimum=1, maximum=500, advanced=True, label="L-BFGS history"),
-        Param("learning_rate", "float", _D.learning_rate, "Adam's learning rate (pixels are in [0, 1])",
-              minimum=1e-6, maximum=10.0, advanced=True),
-        Param("pooling", "choice", _D.pooling, "Pooling in VGG-19: max (standard) or avg (smoother)",
-              choices=POOLINGS, advanced=True),
-        Param("schedule", "str", _D.schedule, "Resolution schedule: auto, none, or coarse levels SCALE:STEPS,... "
-              "(e.g. 0.5:100 = 100 of the steps at half size first)", advanced=True,
-              normalize=_normalize_schedule),
-        Param("precision", "choice", _D.precision, "Arithmetic of the network: auto (bf16 where the hardware "
-              "has bf16 matrix units), fp32 or bf16; the reported loss is always fp32", choices=PRECISIONS,
-              advanced=True),
-        DEVICE_PARAM,
-    ),
 )
 
 
 def total_steps(params: Mapping[str, Any]) -> int:
-    return int(params.get("steps", _D.steps))
+    return int(params.get("steps", StyleOptions.model_fields["steps"].default))
 
 
 def check(params: Mapping[str, Any], uploads: list[UploadInfo]) -> None:
@@ -124,8 +73,7 @@ def run(ctx: "JobContext") -> None:
     styles = [ctx.load_image(f, longest=max(1, round(size * params["style_scale"]))) for f in style_files]
     init_image = ctx.load_image(init_files[0], longest=size) if init_files and params["init"] == "image" else None
     image_seconds = time.perf_counter() - t0
-    if params["device"] == "auto" and getattr(ctx, "device", "auto") in ("cpu", "cuda"):
-        params["device"] = ctx.device
+    params["device"] = resolve_job_device(params["device"], getattr(ctx, "device", "auto"))
     weights = settings.vgg19_weights
     if weights_source(weights) == "random":
         ctx.progress.log("VGG-19 weights are random (ATELIER_VGG19_WEIGHTS=random): this shows how style transfer "

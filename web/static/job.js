@@ -40,11 +40,11 @@
       });
   }
 
-  // Stored times are UTC; SQLite gives them without a zone and with microseconds.
+  // The API's times are ISO 8601 in UTC ending with "Z" (events included); microseconds are cut to
+  // the milliseconds every browser parses.
   function parseTime(s) {
     if (!s) return null;
     var t = String(s).replace(/(\.\d{3})\d+/, "$1");
-    if (!/(Z|[+-]\d\d:?\d\d)$/.test(t)) t += "Z";
     var d = new Date(t);
     return isNaN(d.getTime()) ? null : d;
   }

@@ -30,10 +30,9 @@ import torch
 from PIL import Image
 
 from core.errors import UserError
-from core.images import load_image
+from core.images import IMAGE_SUFFIXES, load_image
 
 PREPROCESS_MODES = ("resize_and_crop", "crop", "scale_width", "scale_width_and_crop", "none")
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".gif")
 DEFAULT_CACHE_BYTES = 1 << 30
 
 

@@ -7,13 +7,17 @@ meaning from the web form down to the engine.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 from core.engines.gan.data import Preprocess
 from core.engines.gan.networks import DiscriminatorSpec, GeneratorSpec, parse_generator_name
+from core.engines.gan.rules import DEFAULT_ITERATIONS, min_crop_size, resolved_load_size
 
 FAMILY_NAMES = ("cyclegan", "pix2pix")
+#: The training kinds' parameter names that differ from these options' (the reference's) names.
+KIND_NAMES = {"size": "crop_size"}
 #: Options that may differ between a checkpoint and the run resuming it (they do not change the maths
 #: already done): how often to checkpoint, and how long to train.
 RESUMABLE_CHANGES = frozenset({"checkpoint_every", "iterations", "epochs"})
@@ -52,7 +56,7 @@ class TrainOptions:
     flip: bool = True
     direction: str = "AtoB"  # pix2pix: which side is the input
     # run
-    checkpoint_every: int = 500
+    checkpoint_every: int = 250
     seed: int = 0
     amp: str = "auto"
     merge_passes: bool = True  # run independent forward passes of one network as one batch where exact
@@ -73,14 +77,26 @@ class TrainOptions:
         names = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in d.items() if k in names})
 
+    @classmethod
+    def from_params(cls, family: str, params: Mapping[str, Any]) -> "TrainOptions":
+        """From a training kind's validated parameters, by name: every parameter whose name is a field is
+        taken as it is (no hand-written field list); ``size`` is the crop size, an empty ``load_size`` is
+        286/256 of it, iterations default to :data:`DEFAULT_ITERATIONS` when epochs are not given either,
+        and pix2pix keeps no image pool. Job-level parameters (dataset, name, device) are not options."""
+        names = {f.name for f in fields(cls)}
+        kw = {KIND_NAMES.get(k, k): v for k, v in params.items() if KIND_NAMES.get(k, k) in names}
+        kw["load_size"] = resolved_load_size(kw["crop_size"], kw.get("load_size"))
+        if kw.get("iterations") is None and kw.get("epochs") is None:
+            kw["iterations"] = DEFAULT_ITERATIONS
+        if family == "pix2pix":
+            kw["pool_size"] = 0
+        return cls(family=family, **kw)
+
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     def min_crop_size(self) -> int:
-        """A PatchGAN halves the size n times, then a 4x4 convolution removes one pixel; its norm needs
-        at least 2x2 values left, so crops must be at least 3 * 2**n pixels."""
-        n = {"basic": 3, "n_layers": self.n_layers_D, "pixel": 0}.get(self.netD, 3)
-        return 3 * 2**n if n else 1
+        return min_crop_size(self.netD, self.n_layers_D)
 
     def generator_spec(self) -> GeneratorSpec:
         return GeneratorSpec.from_name(self.netG, ngf=self.ngf, norm=self.norm, dropout=self.dropout)

@@ -9,59 +9,89 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, fields
-from typing import Any
+from typing import Any, Literal
+
+from pydantic import field_validator
 
 from core.engines.vgg import LAYER_NAMES, POOLINGS, layer
 from core.errors import UserError
+from core.schema import DEVICE_FIELD, Device, Float, Int, KindParams, List, param
 
 DEFAULT_CONTENT_LAYERS = ("relu4_2",)
 DEFAULT_STYLE_LAYERS = ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")
 INITS = ("content", "random", "image")
 OPTIMIZERS = ("lbfgs", "adam")
 PRECISIONS = ("auto", "fp32", "bf16")
-DEVICES = ("auto", "cpu", "cuda")
 
 
-@dataclass(frozen=True)
-class StyleOptions:
-    """Every control of the engine, with the defaults the CLI, API and web form share.
+class StyleOptions(KindParams):
+    """Every control of the engine: the ``style_transfer`` kind's parameters, one model for the engine,
+    the API, the web form, the CLI and the docs (:class:`core.schema.Schema` adapts it).
 
     Layer lists take ``name`` or ``name:weight`` items (weight defaults to 1), e.g.
-    ``("relu1_1:2", "relu2_1")``. ``style_blend_weights`` empty means equal weights; they are
+    ``["relu1_1:2", "relu2_1"]``. ``style_blend_weights`` empty means equal weights; they are
     normalised to sum to 1. ``schedule`` is ``auto``, ``none`` or coarse levels ``SCALE:STEPS,...``
     (see :mod:`core.engines.style.schedule`); ``steps`` always counts every step of every level.
     """
 
-    size: int = 256
-    steps: int = 300
-    content_layers: tuple[str, ...] = DEFAULT_CONTENT_LAYERS
-    style_layers: tuple[str, ...] = DEFAULT_STYLE_LAYERS
-    content_weight: float = 1.0
-    style_weight: float = 1e6
-    tv_weight: float = 1e-5
-    style_blend_weights: tuple[float, ...] = ()
-    style_scale: float = 1.0
-    original_colors: bool = False
-    init: str = "content"
-    seed: int = 0
-    optimizer: str = "lbfgs"
-    lbfgs_history: int = 100
-    learning_rate: float = 0.02
-    pooling: str = "max"
-    schedule: str = "auto"
-    precision: str = "auto"
-    device: str = "auto"
+    size: Int = param(256, "Longest side of the output in pixels (the other side keeps the content's aspect "
+                      "ratio)", label="Output size", ge=16, le=4096)
+    steps: Int = param(300, "Optimisation steps (one loss and gradient evaluation each, at every resolution of "
+                       "the schedule)", ge=1, le=5000)
+    style_weight: Float = param(1e6, "Weight of the style loss: higher = more painterly", advanced=True, ge=0,
+                                le=1e12)
+    content_weight: Float = param(1.0, "Weight of the content loss: higher = closer to the photo", advanced=True,
+                                  ge=0, le=1e12)
+    tv_weight: Float = param(1e-5, "Weight of total variation (smoothness); 0 turns it off", label="TV weight",
+                             advanced=True, ge=0, le=1e6)
+    style_blend_weights: List(float, ge=0) = param([], "One weight per style image, normalised to sum 1 (empty "
+                                                   "= equal)", advanced=True)
+    style_scale: Float = param(1.0, "Size of the style images relative to the output: smaller = larger brush "
+                               "strokes", advanced=True, ge=0.05, le=4.0)
+    original_colors: bool = param(False, "Keep the content's colours; transfer only luminance",
+                                  label="Keep original colours", advanced=True)
+    init: Literal["content", "random", "image"] = param("content", "Starting image: the content, seeded noise, or "
+                                                        "the uploaded init image", label="Initial image",
+                                                        advanced=True)
+    seed: Int = param(0, "Seed of the random initial image (same inputs and seed give the same image on CPU)",
+                      advanced=True, ge=0, le=2**31 - 1)
+    content_layers: List(str) = param(list(DEFAULT_CONTENT_LAYERS), "VGG-19 layers for content, as name or "
+                                      "name:weight (e.g. relu4_2)", advanced=True)
+    style_layers: List(str) = param(list(DEFAULT_STYLE_LAYERS), "VGG-19 layers for style, as name or name:weight "
+                                    "(e.g. relu1_1,relu2_1:0.5)", advanced=True)
+    optimizer: Literal["lbfgs", "adam"] = param("lbfgs", "L-BFGS (fast convergence) or Adam (less memory)",
+                                                advanced=True)
+    lbfgs_history: Int = param(100, "L-BFGS history size (more = better curvature estimate, more memory)",
+                               label="L-BFGS history", advanced=True, ge=1, le=500)
+    learning_rate: Float = param(0.02, "Adam's learning rate (pixels are in [0, 1])", advanced=True, ge=1e-6,
+                                 le=10.0)
+    pooling: Literal["max", "avg"] = param("max", "Pooling in VGG-19: max (standard) or avg (smoother)",
+                                           advanced=True)
+    schedule: str = param("auto", "Resolution schedule: auto, none, or coarse levels SCALE:STEPS,... (e.g. "
+                          "0.5:100 = 100 of the steps at half size first)", advanced=True)
+    precision: Literal["auto", "fp32", "bf16"] = param("auto", "Arithmetic of the network: auto (bf16 where the "
+                                                       "hardware has bf16 matrix units), fp32 or bf16; the reported "
+                                                       "loss is always fp32", advanced=True)
+    device: Device = DEVICE_FIELD
+
+    @field_validator("content_layers", "style_layers")
+    @classmethod
+    def _layers(cls, items: list[str]) -> list[str]:
+        return normalize_layers(items)
+
+    @field_validator("schedule")
+    @classmethod
+    def _schedule(cls, value: str) -> str:
+        """Syntax only; the step budget is checked with ``steps`` in :meth:`check`."""
+        from core.engines.style.schedule import parse_schedule
+
+        parse_schedule(value, 10**9)
+        return value.strip().lower() or "auto"
 
     @classmethod
     def from_params(cls, params: Mapping[str, Any]) -> "StyleOptions":
-        """Build from a validated parameter dict; keys the engine does not know are ignored."""
-        known = {f.name for f in fields(cls)}
-        kw: dict[str, Any] = {}
-        for key, value in params.items():
-            if key in known and value is not None:
-                kw[key] = tuple(value) if isinstance(value, list) else value
-        return cls(**kw)
+        """From a stored parameter dict (already validated); keys the engine does not know are ignored."""
+        return cls.model_validate({k: v for k, v in params.items() if k in cls.model_fields and v is not None})
 
     def check(self, n_styles: int, has_init_image: bool) -> None:
         """Raise :class:`UserError` for any value the engine cannot honour."""
@@ -84,7 +114,6 @@ class StyleOptions:
         _choice(self.optimizer, OPTIMIZERS, "optimizer")
         _choice(self.pooling, POOLINGS, "pooling")
         _choice(self.precision, PRECISIONS, "precision")
-        _choice(self.device, DEVICES, "device")
         _positive_int(self.lbfgs_history, "lbfgs_history")
         if not (math.isfinite(self.learning_rate) and self.learning_rate > 0):
             raise UserError(f"learning_rate must be greater than 0, got {self.learning_rate}", "learning_rate")
