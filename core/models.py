@@ -40,6 +40,7 @@ class Job(Base):
         Index("ix_jobs_status_created", "status", "created_at"),
         Index("ix_jobs_lease", "status", "lease_expires_at"),
         Index("ix_jobs_dispatch", "status", "dispatched_at"),
+        Index("ix_jobs_owner_created", "owner", "created_at"),
     )
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
@@ -67,6 +68,14 @@ class Job(Base):
     # Idempotent submits: the client's Idempotency-Key and a hash of the request it came with.
     idempotency_key: Mapped[str | None] = mapped_column(String(255), unique=True)
     request_hash: Mapped[str | None] = mapped_column(String(64))
+    # Who submitted it: the token's owner name (None: submitted with auth off).
+    owner: Mapped[str | None] = mapped_column(String(128))
+    name: Mapped[str | None] = mapped_column(String(255))  # a label the user gives the job
+    # Webhook URL and the events it wants (start, progress, output, completed); deliveries are rows.
+    webhook: Mapped[str | None] = mapped_column(String(2048))
+    webhook_events: Mapped[list[Any]] = mapped_column(default=list, server_default="[]")
+    deleted_at: Mapped[dt.datetime | None]  # a deleted job's row stays as a tombstone
+    artifacts_removed_at: Mapped[dt.datetime | None]  # retention removed its files; the row stays
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
     started_at: Mapped[dt.datetime | None]
@@ -151,6 +160,7 @@ class Dataset(Base):
     layout: Mapped[str] = mapped_column(String(32))  # "unpaired" | "paired"
     path: Mapped[str] = mapped_column(String(512))  # storage key prefix
     meta: Mapped[dict[str, Any]] = mapped_column(default=dict)  # counts, rejected files report
+    owner: Mapped[str | None] = mapped_column(String(128), index=True)
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
 
 
@@ -165,4 +175,44 @@ class Model(Base):
     path: Mapped[str] = mapped_column(String(512))  # storage key prefix
     meta: Mapped[dict[str, Any]] = mapped_column(default=dict)  # architecture options, directions, size
     source_job_id: Mapped[str | None] = mapped_column(String(36))
+    owner: Mapped[str | None] = mapped_column(String(128), index=True)
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+
+class ApiToken(Base):
+    """A bearer token for the API and the pages. Only its SHA-256 is stored (tokens are 256-bit random,
+    so a slow password hash adds nothing); ``prefix`` identifies it in listings. ``name`` is the owner
+    name written on the jobs, datasets and models the token creates."""
+
+    __tablename__ = "api_tokens"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    name: Mapped[str] = mapped_column(String(128), index=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    prefix: Mapped[str] = mapped_column(String(16))
+    admin: Mapped[bool] = mapped_column(Boolean, default=False)
+    webhook_secret: Mapped[str] = mapped_column(String(128))  # signs this owner's webhook deliveries
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    last_used_at: Mapped[dt.datetime | None]
+    revoked_at: Mapped[dt.datetime | None]
+
+
+class WebhookDelivery(Base):
+    """One webhook POST to send (or sent) for a job event; workers send them, never a web request."""
+
+    __tablename__ = "webhook_deliveries"
+    __table_args__ = (Index("ix_webhook_deliveries_job", "job_id", "id"),
+                      Index("ix_webhook_deliveries_due", "status", "next_attempt_at"))
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"))
+    event: Mapped[str] = mapped_column(String(16))  # start | progress | output | completed
+    url: Mapped[str] = mapped_column(String(2048))
+    payload: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    status: Mapped[str] = mapped_column(String(16), default="pending")  # pending | delivered | failed
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    response_code: Mapped[int | None] = mapped_column(Integer)
+    error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    next_attempt_at: Mapped[dt.datetime | None]
+    finished_at: Mapped[dt.datetime | None]
