@@ -161,3 +161,20 @@ def test_weights_status_is_cheap_and_torch_free(tmp_path):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=root,
                          env={"PATH": "/usr/bin:/bin", "TORCH_HOME": str(tmp_path), "PYTHONPATH": str(root)})
     assert out.stdout.split() == ["True", "False"]
+
+
+def test_a_converted_stack_is_reused_until_the_weights_change(tmp_path):
+    """Jobs in one worker share the converted stack (no per-job copy of the weights); a weights file
+    written anew is read anew."""
+    torch.manual_seed(4)
+    path = tmp_path / "vgg19.pth"
+    torch.save(tv_features().state_dict(), path)
+    first = vgg.load_vgg19(str(path), ["relu2_1"])
+    assert vgg.load_vgg19(str(path), ["relu2_1"]) is first
+    assert vgg.load_vgg19(str(path), ["relu3_1"]) is not first  # another depth: another stack
+    torch.manual_seed(5)
+    torch.save(tv_features().state_dict(), path)
+    import os
+    os.utime(path, ns=(path.stat().st_atime_ns, path.stat().st_mtime_ns + 10**9))
+    again = vgg.load_vgg19(str(path), ["relu2_1"])
+    assert again is not first and not torch.equal(again.params[0][0], first.params[0][0])
