@@ -7,6 +7,7 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PIP_NO_CACHE_DIR=1 \
     ATELIER_DATA_DIR=/data \
     ATELIER_HOST=0.0.0.0 \
+    ATELIER_AUTH=on \
     TORCH_HOME=/models/torch
 
 RUN groupadd --system atelier && useradd --system --gid atelier --home /app atelier

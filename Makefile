@@ -31,6 +31,9 @@ test: install
 bench: install
 	$(PY) bench/style_transfer.py
 	$(PY) bench/gan.py
+	$(PY) bench/queue_bench.py
+	$(PY) bench/streams.py
+	$(PY) bench/demo_job.py
 
 clean:
 	rm -rf var .pytest_cache

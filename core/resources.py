@@ -6,9 +6,10 @@ here or imported) with the options needed to rebuild it. Engines read them from 
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -24,13 +25,25 @@ TABLES = {"datasets": Dataset, "models": Model}
 _Row = TypeVar("_Row", Dataset, Model)
 
 
-def local_path(services: "Services", table: str, resource_id: str) -> Path:
-    """Local directory holding the files of a dataset or model; ``UserError`` if it does not exist."""
+@contextlib.contextmanager
+def local_copy(services: "Services", table: str, resource_id: str) -> Iterator[Path]:
+    """A local directory holding the files of a dataset or model, for the ``with`` block (the stored one
+    on the local backend, a download into this host's scratch space on an object store); ``UserError``
+    if there is no such row, or its files are gone."""
     row = get(services, table, resource_id)
+    singular = table.rstrip("s")
     if row is None:
-        singular = table.rstrip("s")
         raise UserError(f"there is no {singular} with id {resource_id!r}", singular, 404)
-    return services.storage.path(row.path)
+    try:
+        copy = services.storage.local_copy(row.path, services.scratch_dir)
+        path = copy.__enter__()
+    except FileNotFoundError:
+        raise UserError(f"the files of {singular} {row.name!r} are gone from storage (removed by retention or "
+                        f"by hand); register it again", singular, 410) from None
+    try:
+        yield path
+    finally:
+        copy.__exit__(None, None, None)
 
 
 def get(services: "Services", table: str, resource_id: str) -> Dataset | Model | None:
@@ -39,24 +52,48 @@ def get(services: "Services", table: str, resource_id: str) -> Dataset | Model |
         return s.get(cls, resource_id)
 
 
-def list_rows(services: "Services", table: str, limit: int = 200) -> list[Any]:
+def list_rows(services: "Services", table: str, limit: int = 200, owner: str | None = None) -> list[Any]:
+    """Newest first; ``owner``: only that owner's rows (a non-admin token), ``None``: every row."""
     cls = TABLES[table]
+    q = select(cls).order_by(cls.created_at.desc()).limit(limit)
+    if owner is not None:
+        q = q.where(cls.owner == owner)
     with services.sessions() as s:
-        return list(s.scalars(select(cls).order_by(cls.created_at.desc()).limit(limit)))
+        return list(s.scalars(q))
+
+
+def rename(services: "Services", table: str, resource_id: str, name: Any) -> Dataset | Model | None:
+    """Give a dataset or model a new name (trimmed, 1 to 255 characters); ``None`` when there is no such
+    row. Names are what pages and forms show, so an empty one is refused rather than stored."""
+    if not isinstance(name, str) or not " ".join(name.split()):
+        raise UserError("name must be a non-empty string", "name", 422)
+    name = " ".join(name.split())
+    if len(name) > 255:
+        raise UserError(f"name is {len(name)} characters long; at most 255 are allowed", "name", 422)
+    if any(ord(c) < 32 or ord(c) == 127 for c in name):
+        raise UserError("name must not contain control characters", "name", 422)
+    cls = TABLES[table]
+    with services.sessions.begin() as s:
+        row = s.get(cls, resource_id)
+        if row is None:
+            return None
+        row.name = name
+    return get(services, table, resource_id)
 
 
 def add_model(services: "Services", *, name: str, family: str, source_dir: Path, meta: Mapping[str, Any],
-              source_job_id: str | None = None) -> Model:
-    """Copy a model directory into storage and register it."""
+              source_job_id: str | None = None, owner: str | None = None) -> Model:
+    """Copy a model directory into storage and register it (``owner``: who may see it; None with auth off)."""
     model_id = new_id()
     return _register(services, source_dir, Model(id=model_id, name=name[:255], family=family, path=f"models/{model_id}",
-                                                 meta=dict(meta), source_job_id=source_job_id))
+                                                 meta=dict(meta), source_job_id=source_job_id, owner=owner))
 
 
-def add_dataset(services: "Services", *, name: str, layout: str, source_dir: Path, meta: Mapping[str, Any]) -> Dataset:
+def add_dataset(services: "Services", *, name: str, layout: str, source_dir: Path, meta: Mapping[str, Any],
+                owner: str | None = None) -> Dataset:
     dataset_id = new_id()
     return _register(services, source_dir, Dataset(id=dataset_id, name=name[:255], layout=layout,
-                                                   path=f"datasets/{dataset_id}", meta=dict(meta)))
+                                                   path=f"datasets/{dataset_id}", meta=dict(meta), owner=owner))
 
 
 def _register(services: "Services", source_dir: Path, row: _Row) -> _Row:

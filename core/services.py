@@ -6,13 +6,14 @@ Web and worker both call :func:`build_services`; tests build one on a temporary 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from core.db import make_engine, make_sessionmaker, require_migrated
 from core.settings import Settings
-from core.storage import LocalStorage
+from core.storage import LocalStorage, Storage, open_storage
 
 
 @dataclass
@@ -20,7 +21,13 @@ class Services:
     settings: Settings
     engine: Engine
     sessions: sessionmaker[Session]
-    storage: LocalStorage
+    storage: Storage
+
+    @property
+    def scratch_dir(self) -> Path:
+        """This host's scratch space (local copies of inputs, datasets and models, a job's work directory on
+        an object store); never shared between hosts, and nothing in it outlives what made it."""
+        return self.settings.data_dir.resolve() / "tmp"
 
     def close(self) -> None:
         self.engine.dispose()
@@ -36,5 +43,7 @@ def build_services(settings: Settings, *, check_migrated: bool = True) -> Servic
         except Exception:
             engine.dispose()
             raise
-    settings.storage_dir.mkdir(parents=True, exist_ok=True)
-    return Services(settings, engine, make_sessionmaker(engine), LocalStorage(settings.storage_dir))
+    storage = open_storage(settings)
+    if isinstance(storage, LocalStorage):
+        storage.root.mkdir(parents=True, exist_ok=True)
+    return Services(settings, engine, make_sessionmaker(engine), storage)

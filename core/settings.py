@@ -59,6 +59,34 @@ class Settings:
     worker_concurrency: int = 1
     torch_threads: int = 0  # 0 = torch's default
     log_level: str = "INFO"
+    # -- for programs (issue 12): Prefer: wait, event streams, webhooks ---------------------------------
+    max_wait_seconds: int = 60  # the longest `Prefer: wait=N` honoured (RFC 7240); at most 60
+    max_streams: int = 64  # requests held open at once (event streams + waits); `serve` adds threads for them
+    stream_max_seconds: int = 600  # an event stream ends after this; EventSource reconnects with Last-Event-ID
+    webhook_secret: str = ""  # signs deliveries of jobs without an owner; "" = <data dir>/webhook_secret
+    public_url: str = ""  # the base of URLs in webhook payloads; "" = http://HOST:PORT
+    log_format: str = "text"  # "text" for people, "json" (one object per line) for log shippers
+    web_workers: int = 1  # `atelier serve` processes: 1 = waitress (threads), more = gunicorn (gthread)
+    metrics_cache_seconds: float = 5.0  # /metrics reads the tables at most this often per web process
+    # -- identity (issue 12) -------------------------------------------------------------------------
+    auth: str = "off"  # "off" | "on" | "off-i-know" (auth off on a non-loopback address, on purpose)
+    secret_key: str = ""  # signs page sessions; "" = generated once and kept under data_dir
+    # -- artifact storage and retention (issue 13) ---------------------------------------------------
+    storage_url: str = ""  # file:///path or s3://bucket/prefix; "" = file storage under <data dir>/files
+    s3_endpoint_url: str = ""  # "" = AWS; MinIO/Ceph: http(s)://host:port
+    s3_region: str = ""
+    s3_access_key_id: str = ""  # "" = boto3's usual chain (environment, ~/.aws, instance role)
+    s3_secret_access_key: str = ""
+    s3_addressing_style: str = "auto"  # path | virtual | auto
+    storage_redirects: bool = False  # downloads answer 302 to a presigned URL where the backend has them
+    presign_seconds: int = 300  # lifetime of a presigned download URL
+    gc_interval: int = 0  # seconds between retention runs in a worker's monitor; 0 = never (run `atelier gc`)
+    gc_older_than: int = 30 * 86400  # seconds: finished jobs' files older than this are removed by gc
+
+    @property
+    def auth_enabled(self) -> bool:
+        """Bearer tokens on the API and a login on the pages (``ATELIER_AUTH=on``)."""
+        return self.auth == "on"
 
     @property
     def resolved_database_url(self) -> str:
@@ -122,15 +150,63 @@ _SPEC: dict[str, tuple[str, Callable[[str], object]]] = {
     "ATELIER_WORKER_CONCURRENCY": ("worker_concurrency", int),
     "ATELIER_TORCH_THREADS": ("torch_threads", int),
     "ATELIER_LOG_LEVEL": ("log_level", str),
+    "ATELIER_MAX_WAIT_SECONDS": ("max_wait_seconds", int),
+    "ATELIER_MAX_STREAMS": ("max_streams", int),
+    "ATELIER_STREAM_MAX_SECONDS": ("stream_max_seconds", int),
+    "ATELIER_WEBHOOK_SECRET": ("webhook_secret", str),
+    "ATELIER_PUBLIC_URL": ("public_url", str),
+    "ATELIER_LOG_FORMAT": ("log_format", lambda raw: raw.strip().lower()),
+    "ATELIER_WEB_WORKERS": ("web_workers", int),
+    "ATELIER_METRICS_CACHE_SECONDS": ("metrics_cache_seconds", float),
+    "ATELIER_AUTH": ("auth", str),
+    "ATELIER_SECRET_KEY": ("secret_key", str),
+    "ATELIER_STORAGE_URL": ("storage_url", str),
+    "ATELIER_S3_ENDPOINT_URL": ("s3_endpoint_url", str),
+    "ATELIER_S3_REGION": ("s3_region", str),
+    "ATELIER_S3_ACCESS_KEY_ID": ("s3_access_key_id", str),
+    "ATELIER_S3_SECRET_ACCESS_KEY": ("s3_secret_access_key", str),
+    "ATELIER_S3_ADDRESSING_STYLE": ("s3_addressing_style", lambda raw: raw.strip().lower()),
+    "ATELIER_STORAGE_REDIRECTS": ("storage_redirects", lambda raw: parse_bool(raw)),
+    "ATELIER_STORAGE_PRESIGN_SECONDS": ("presign_seconds", int),
+    "ATELIER_GC_INTERVAL": ("gc_interval", lambda raw: parse_duration(raw)),
+    "ATELIER_GC_OLDER_THAN": ("gc_older_than", lambda raw: parse_duration(raw)),
 }
+
+#: The values of ATELIER_AUTH: ``off-i-know`` is auth off on a non-loopback address, chosen knowingly.
+AUTH_MODES = ("off", "on", "off-i-know")
 
 _POSITIVE = {"port", "max_upload_mb", "max_image_pixels", "max_output_size", "lease_seconds",
              "heartbeat_seconds", "progress_interval", "max_attempts", "worker_concurrency",
-             "max_files_per_field", "max_job_pixels", "max_form_parts", "dataset_max_side", "dataset_max_files"}
+             "max_files_per_field", "max_job_pixels", "max_form_parts", "dataset_max_side", "dataset_max_files",
+             "web_workers"}
 
 
 #: How a setting whose parser is not a plain type is written, for error messages.
-_FORMATS = {"time_limits": "list of kind=seconds pairs (e.g. style_transfer=600,cyclegan_train=86400)"}
+_FORMATS = {"time_limits": "list of kind=seconds pairs (e.g. style_transfer=600,cyclegan_train=86400)",
+            "storage_redirects": "boolean (on/off, true/false, 1/0)",
+            "gc_interval": "duration (e.g. 3600, 90s, 30m, 6h, 30d)",
+            "gc_older_than": "duration (e.g. 3600, 90s, 30m, 6h, 30d)"}
+
+_DURATION_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+
+def parse_duration(raw: str) -> int:
+    """``30d``, ``6h``, ``90m``, ``45s`` or plain seconds -> seconds (``ValueError`` otherwise)."""
+    text = raw.strip().lower()
+    unit = text[-1:] if text[-1:].isalpha() else ""
+    number = text[:-1] if unit else text
+    if unit not in _DURATION_UNITS or not number.isdigit():
+        raise ValueError(raw)
+    return int(number) * _DURATION_UNITS[unit]
+
+
+def parse_bool(raw: str) -> bool:
+    text = raw.strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(raw)
 
 
 def _parse_limits(raw: str) -> dict[str, int]:
@@ -142,6 +218,27 @@ def _parse_limits(raw: str) -> dict[str, int]:
             raise ValueError(part)
         out[kind.strip()] = int(seconds)
     return out
+
+
+def _check_storage(s: Settings) -> None:
+    """The storage URL and S3 settings, checked at start-up rather than at the first upload."""
+    if s.storage_url:
+        from core.storage import parse_storage_url
+
+        try:
+            parse_storage_url(s.storage_url)
+        except ValueError as exc:
+            raise ConfigError(f"ATELIER_STORAGE_URL={s.storage_url!r}: {exc}") from None
+    if s.s3_addressing_style not in ("auto", "path", "virtual"):
+        raise ConfigError(f"ATELIER_S3_ADDRESSING_STYLE={s.s3_addressing_style!r} must be path, virtual or auto")
+    if s.s3_endpoint_url and not s.s3_endpoint_url.startswith(("http://", "https://")):
+        raise ConfigError("ATELIER_S3_ENDPOINT_URL must start with http:// or https://")
+    if bool(s.s3_access_key_id) != bool(s.s3_secret_access_key):
+        raise ConfigError("ATELIER_S3_ACCESS_KEY_ID and ATELIER_S3_SECRET_ACCESS_KEY are set together (or neither)")
+    if not 1 <= s.presign_seconds <= 7 * 86400:
+        raise ConfigError(f"ATELIER_STORAGE_PRESIGN_SECONDS={s.presign_seconds} must be between 1 and 604800")
+    if s.gc_interval < 0 or s.gc_older_than <= 0:
+        raise ConfigError("ATELIER_GC_INTERVAL must be 0 (off) or more and ATELIER_GC_OLDER_THAN more than 0")
 
 
 def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
@@ -178,6 +275,22 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         raise ConfigError("ATELIER_VGG19_WEIGHTS must be empty (torchvision's weights), 'random', or a .pth/.safetensors path")
     if s.worker_max_memory_mb < 0:
         raise ConfigError(f"ATELIER_WORKER_MAX_MEMORY_MB={s.worker_max_memory_mb} must be 0 (no limit) or more")
+    if s.auth not in AUTH_MODES:
+        raise ConfigError(f"ATELIER_AUTH={s.auth!r} must be one of {', '.join(AUTH_MODES)}")
+    if s.secret_key and len(s.secret_key) < 32:
+        raise ConfigError("ATELIER_SECRET_KEY must be at least 32 characters (e.g. python -c 'import secrets; "
+                          "print(secrets.token_urlsafe(32))')")
+    if not 0 <= s.max_wait_seconds <= 60:
+        raise ConfigError(f"ATELIER_MAX_WAIT_SECONDS={s.max_wait_seconds} must be between 0 and 60")
+    if not 1 <= s.max_streams <= 1000 or s.stream_max_seconds < 1:
+        raise ConfigError("ATELIER_MAX_STREAMS must be between 1 and 1000 and ATELIER_STREAM_MAX_SECONDS at least 1")
+    if s.public_url and not s.public_url.startswith(("http://", "https://")):
+        raise ConfigError("ATELIER_PUBLIC_URL must start with http:// or https://")
     if s.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
         raise ConfigError("ATELIER_LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR")
+    if s.log_format not in ("text", "json"):
+        raise ConfigError(f"ATELIER_LOG_FORMAT={s.log_format!r} must be text or json")
+    if s.metrics_cache_seconds < 0:
+        raise ConfigError(f"ATELIER_METRICS_CACHE_SECONDS={s.metrics_cache_seconds} must be 0 or more")
+    _check_storage(s)
     return s

@@ -16,6 +16,7 @@ from sqlalchemy import create_engine, text
 from core import db
 from core.services import Services, build_services
 from core.settings import Settings
+from tests.s3_support import s3_server  # noqa: F401  (a session fixture: the local S3 server)
 
 PG_ADMIN_URL = os.environ.get("TEST_PG_ADMIN_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
 REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379")
@@ -128,12 +129,36 @@ def celery_recorder() -> RecordingCelery:
     return RecordingCelery()
 
 
+def csrf_client_class():  # type: ignore[no-untyped-def]
+    """A Flask test client that, like a rendered page's form, sends the session's CSRF token with every
+    POST to a page (``/api`` takes none). Page tests use it so they test the page, not the token; the CSRF
+    check itself is tested with a plain client (tests/test_auth.py)."""
+    from flask.testing import FlaskClient
+
+    from web.auth import CSRF_FIELD, SESSION_CSRF
+
+    class CsrfClient(FlaskClient):
+        def post(self, *args, **kw):  # type: ignore[no-untyped-def]
+            path = args[0] if args else kw.get("path", "/")
+            data = kw.get("data")
+            if isinstance(path, str) and not path.startswith("/api/") and (data is None or isinstance(data, dict)):
+                import secrets
+
+                with self.session_transaction() as sess:
+                    token = sess.setdefault(SESSION_CSRF, secrets.token_urlsafe(16))
+                kw["data"] = {CSRF_FIELD: token, **(data or {})}
+            return super().post(*args, **kw)
+
+    return CsrfClient
+
+
 @pytest.fixture()
 def app(services: Services, celery_recorder: RecordingCelery):  # type: ignore[no-untyped-def]
     from web import create_app
 
     flask_app = create_app(services=services, celery=celery_recorder)
     flask_app.config["TESTING"] = True
+    flask_app.test_client_class = csrf_client_class()
     return flask_app
 
 

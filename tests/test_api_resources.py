@@ -40,7 +40,8 @@ def test_zip_dataset_is_validated_stored_and_listed(client, services: Services) 
     body = resp.get_json()
     assert body["meta"]["counts"] == {"A": 3, "B": 2}
     assert [r["name"] for r in body["meta"]["rejected"]] == ["trainB/broken.png"]
-    assert resources.local_path(services, "datasets", body["id"]).is_dir()
+    with resources.local_copy(services, "datasets", body["id"]) as stored_dir:
+        assert stored_dir.is_dir()
     listed = client.get("/api/v1/datasets").get_json()["datasets"]
     assert [d["id"] for d in listed] == [body["id"]]
     assert client.get(f"/api/v1/datasets/{body['id']}").get_json()["name"] == "faces"
@@ -175,6 +176,6 @@ def test_dataset_limits_come_from_settings(client, services: Services) -> None:
     assert resp.status_code == 201, resp.get_json()
     meta = resp.get_json()["meta"]
     assert meta["downscaled"] == 1 and meta["counts"] == {"A": 2, "B": 1}
-    stored = resources.local_path(services, "datasets", resp.get_json()["id"])
-    assert Image.open(stored / "trainA" / "a.png").size == (80, 64)
-    assert (stored / "trainA" / "b.png").read_bytes() == four["trainA/b.png"]
+    with resources.local_copy(services, "datasets", resp.get_json()["id"]) as stored:
+        assert Image.open(stored / "trainA" / "a.png").size == (80, 64)
+        assert (stored / "trainA" / "b.png").read_bytes() == four["trainA/b.png"]

@@ -84,3 +84,27 @@ def test_gan_bench_refuses_bf16_where_it_is_emulated() -> None:
     proc = subprocess.run([sys.executable, "bench/gan.py", "--quick", "--amp", "bf16"], cwd=REPO_ROOT,
                           capture_output=True, text=True, timeout=60, env=env_for("without-avx512"))
     assert proc.returncode == 2 and "emulated" in proc.stderr
+
+
+@pytest.mark.integration
+def test_queue_bench_runs_all_three_parts_side_by_side() -> None:
+    """bench/queue_bench.py at its smoke size: a private PostgreSQL and Redis, real serve/worker processes, the
+    raw Celery and bare Flask baselines next to the service, and messages per job counted."""
+    proc = subprocess.run([sys.executable, "bench/queue_bench.py", "--quick", "--json"], cwd=REPO_ROOT,
+                          capture_output=True, text=True, timeout=SMOKE_SECONDS * 3)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert out["cpu"] and out["cores"] >= 1
+    q = out["queue_overhead"]
+    assert q["jobs"] >= 1 and q["overhead_p50_ms"] > 0 and q["raw_round_trip_p50_ms"] > 0 and q["compute_p50_ms"] > 0
+    assert q["ratio"] == pytest.approx(q["overhead_p50_ms"] / q["raw_round_trip_p50_ms"], rel=0.01)
+    assert set(q["breakdown_p50_ms"]) >= {"post", "row_to_sent", "sent_to_claimed", "claimed_to_finished"}
+    assert isinstance(q["floor_met"], bool) and q["floor"] == {"max_ratio": 2.0, "max_p50_ms": 50.0}
+    api = out["api"]
+    for part in ("submit", "status", "bare"):
+        assert api[part]["per_s"] > 0 and api[part]["p50_ms"] > 0
+    assert api["status_vs_bare"] == pytest.approx(api["status"]["per_s"] / api["bare"]["per_s"], abs=0.01)
+    assert set(api["floor_met"]) == {"status_vs_bare", "submits_per_s"}
+    [one] = out["scaling"]
+    assert one["processes"] == 1 and one["jobs_per_s"] > 0
+    assert one["messages_per_job"] == pytest.approx(1.0, abs=0.2)  # one broker message per job

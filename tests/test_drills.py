@@ -32,7 +32,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 STYLE = REPO_ROOT / "web/static/examples/styles/starry_night.jpg"
 CONTENT = REPO_ROOT / "web/static/examples/content/chelsea.png"
 SHORT = {"size": 32, "steps": 2}
-LONG = {"size": 48, "steps": 300}  # several seconds on one thread: long enough to be caught running
+LONG = {"size": 48, "steps": 150}  # several seconds on one thread: long enough to be caught running
 
 
 def files() -> list[tuple[str, tuple[str, bytes, str]]]:

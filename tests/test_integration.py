@@ -33,17 +33,29 @@ def assert_png_of_size(data: bytes, size: tuple[int, int]) -> None:
 
 
 @pytest.fixture()
-def distributed(tmp_path: Path, fresh_pg_url: str, redis_url: str) -> Iterator[tuple[Api, list[Proc], dict[str, str]]]:
+def distributed(request: pytest.FixtureRequest, tmp_path: Path, fresh_pg_url: str,
+                redis_url: str) -> Iterator[tuple[Api, list[Proc], dict[str, str]]]:
+    """`serve` and two workers. Storage: one shared data directory (``file``, the default), or S3 on the
+    test's moto server (``s3``, via ``indirect`` parametrization) with a data directory of its own per
+    process, so nothing can pass between them through the filesystem: three hosts, as far as files go."""
+    backend = getattr(request, "param", "file")
     env = base_env(tmp_path, ATELIER_DATABASE_URL=fresh_pg_url, ATELIER_BROKER_URL=redis_url)
+    envs = {name: env for name in ("serve", "w1", "w2")}
+    if backend == "s3":
+        server = request.getfixturevalue("s3_server")
+        s3_env = server.env(server.new_bucket())
+        envs = {name: {**env, **s3_env, "ATELIER_DATA_DIR": str(tmp_path / f"host-{name}")} for name in envs}
     migrated = run_cli(["db", "upgrade"], env)
     assert migrated.returncode == 0, migrated.stderr
-    procs = [Proc(["serve"], env, tmp_path / "serve.log"),
-             Proc(["worker", "--name", "w1@%h"], env, tmp_path / "w1.log"),
-             Proc(["worker", "--name", "w2@%h"], env, tmp_path / "w2.log")]
+    procs = [Proc(["serve"], envs["serve"], tmp_path / "serve.log"),
+             Proc(["worker", "--name", "w1@%h"], envs["w1"], tmp_path / "w1.log"),
+             Proc(["worker", "--name", "w2@%h"], envs["w2"], tmp_path / "w2.log")]
     api = Api(int(env["ATELIER_PORT"]))
     try:
         wait_until(lambda: api.healthz()["workers"]["live"] == 2, 90, "two live workers", procs)
-        yield api, procs, env
+        yield api, procs, envs["serve"]
+        if backend == "s3":  # every artifact went through the object store: no host has a files/ directory
+            assert not [p for p in tmp_path.glob("host-*/files")], "an S3 process wrote artifacts to its disk"
     finally:
         for p in procs:
             p.stop()
@@ -63,6 +75,7 @@ def kill_its_worker_and_follow(api: Api, procs: list[Proc], job_id: str, min_ste
     return running, final
 
 
+@pytest.mark.parametrize("distributed", ["file", "s3"], indirect=True)
 def test_two_workers_run_jobs_from_http_to_png(distributed) -> None:  # type: ignore[no-untyped-def]
     api, procs, _env = distributed
     health = api.healthz()
@@ -90,6 +103,7 @@ def test_a_killed_worker_s_job_is_finished_by_the_other(distributed, tmp_path: P
     assert any(o["name"] == "result.png" for o in final["outputs"])
 
 
+@pytest.mark.parametrize("distributed", ["file", "s3"], indirect=True)
 def test_a_killed_worker_s_training_resumes_from_its_checkpoint(distributed) -> None:  # type: ignore[no-untyped-def]
     """CycleGAN on the demo dataset, checkpointing every 10 iterations; the worker running it is killed
     after iteration 25. The other worker continues from the newest checkpoint (not from zero), the loss

@@ -98,10 +98,10 @@ def test_the_document_describes_submission_from_the_kinds_schemas(app, client) -
     assert spec["components"]["schemas"]["Params_echo"]["properties"]["steps"]["maximum"] == 1000
     json_kinds = op["requestBody"]["content"]["application/json"]["schema"]["discriminator"]["mapping"]
     assert "echo" not in json_kinds and "cyclegan_train" in json_kinds, "JSON bodies: only kinds without uploads"
-    assert {p["name"] for p in op["parameters"]} == {"Idempotency-Key"}
+    assert {p["name"] for p in op["parameters"]} == {"Idempotency-Key", "Prefer"}
     assert set(op["responses"]) >= {"200", "202", "400", "409", "413", "415", "422", "503"}
     listing = {p["name"]: p for p in spec["paths"]["/api/v1/jobs"]["get"]["parameters"]}
-    assert set(listing) == {"status", "kind", "limit", "cursor"} and "echo" in listing["kind"]["schema"]["enum"]
+    assert set(listing) == {"status", "kind", "limit", "cursor", "q"} and "echo" in listing["kind"]["schema"]["enum"]
     assert {p["name"] for p in spec["paths"]["/api/v1/jobs/{job_id}/outputs/{name}"]["get"]["parameters"]} == {
         "job_id", "name", "download"}
     assert "step" in {p["name"] for p in spec["paths"]["/api/v1/jobs/{job_id}/preview"]["get"]["parameters"]}
@@ -153,6 +153,9 @@ class Contract:
         assert status in op["responses"], f"{method} {template} answered {status}, not documented"
         content = op["responses"][status].get("content", {})
         self.seen.add((method.upper(), template, status))
+        if resp.status_code == 204:  # No Content: no body, and none documented
+            assert not resp.data and not content, f"{method} {template} 204 has a body"
+            return resp
         if resp.mimetype == "application/json":
             assert "application/json" in content, f"{method} {template} {status}: JSON not documented"
             schema = {**content["application/json"]["schema"], "components": self.spec["components"]}
@@ -160,6 +163,14 @@ class Contract:
             errors = sorted(validator.iter_errors(resp.get_json()), key=lambda e: list(e.absolute_path))
             assert not errors, f"{method} {url} {status}: " + "; ".join(
                 f"{'/'.join(map(str, e.absolute_path))}: {e.message}" for e in errors[:5])
+        elif resp.mimetype == "text/event-stream":  # each event against the documented event
+            assert resp.mimetype in content, f"{method} {template} {status}: {resp.mimetype} not documented"
+            validator = Draft202012Validator(content[resp.mimetype]["schema"], format_checker=FormatChecker())
+            for block in resp.get_data(as_text=True).split("\n\n"):
+                fields = dict(line.split(": ", 1) for line in block.splitlines() if ": " in line)
+                if "data" in fields:
+                    errors = list(validator.iter_errors(fields))
+                    assert not errors, f"{method} {url}: {errors[0].message}"
         else:
             assert resp.mimetype in content, f"{method} {template} {status}: {resp.mimetype} not documented"
             assert content[resp.mimetype]["schema"].get("format") == "binary"
@@ -197,12 +208,43 @@ def test_real_responses_match_the_document(client, services: Services, monkeypat
     events = get(f"/api/v1/jobs/{job['id']}/events").get_json()["events"]
     assert events and all(UTC_TIME.match(e["at"]) for e in events), "event times are UTC with Z"
     assert get(f"/api/v1/jobs/{job['id']}/metrics").get_json()["series"]["loss"]
+    # for programs: Prefer: wait, the event stream, webhook fields and deliveries
+    held = c.check(client.get(f"/api/v1/jobs/{job['id']}", headers={"Prefer": "wait=5"}), "GET", f"/api/v1/jobs/{job['id']}")
+    assert held.headers["Preference-Applied"] == "wait=5"
+    stream = get(f"/api/v1/jobs/{job['id']}/stream")
+    assert stream.mimetype == "text/event-stream" and b"event: completed" in stream.data
+    assert get("/api/v1/jobs/nope/stream").status_code == 404
+    hooked = post("/api/v1/jobs", data={"kind": "echo", "params": "{}", "image": (io.BytesIO(png_bytes()), "c.png"),
+                                        "webhook": "http://127.0.0.1:9/hook", "webhook_events": "start,completed"},
+                  content_type="multipart/form-data").get_json()
+    assert hooked["webhook_events"] == ["start", "completed"]
+    assert get(f"/api/v1/jobs/{hooked['id']}/webhooks").get_json()["deliveries"] == []
+    assert get("/api/v1/jobs/nope/webhooks").status_code == 404
+    # names, search, the outputs as one zip
+    def patch(url: str, **kw: Any) -> Any:
+        return c.check(client.patch(url, **kw), "PATCH", url)
+
+    assert patch(f"/api/v1/jobs/{job['id']}", json={"name": "first try"}).get_json()["name"] == "first try"
+    assert patch(f"/api/v1/jobs/{job['id']}", json={"colour": "red"}).status_code == 400
+    assert patch("/api/v1/jobs/nope", json={"name": "x"}).status_code == 404
+    assert patch(f"/api/v1/jobs/{job['id']}", json={"name": "x" * 300}).status_code == 422
+    assert [j["id"] for j in get("/api/v1/jobs?q=FIRST").get_json()["jobs"]] == [job["id"]]
+    assert get(f"/api/v1/jobs/{job['id']}/outputs.zip").mimetype == "application/zip"
+    assert get(f"/api/v1/jobs/{queued['id']}/outputs.zip").status_code == 404
     # cancel, fail, retry
     assert post(f"/api/v1/jobs/{queued['id']}/cancel").status_code == 202
     failing = submit({"outcome": "fail"}).get_json()
     assert run_job(services, failing["id"], "w").status == "failed"
     assert get(f"/api/v1/jobs/{failing['id']}").get_json()["error"]
     assert post(f"/api/v1/jobs/{failing['id']}/retry").status_code == 202
+    # run again (a new job, same inputs) and estimates
+    again = post(f"/api/v1/jobs/{job['id']}/rerun", json={"params": {"steps": 3}})
+    assert again.status_code == 202 and again.get_json()["params"]["steps"] == 3
+    assert post(f"/api/v1/jobs/{job['id']}/rerun", json={"params": {"steps": 0}}).status_code == 422
+    assert post(f"/api/v1/jobs/{again.get_json()['id']}/rerun").status_code == 409
+    assert post("/api/v1/estimate", json={"kind": "cyclegan_train", "params": {"dataset": "x", "size": 64}}
+                ).get_json()["seconds"] > 0
+    assert post("/api/v1/estimate", json={"kind": "style_transfer", "params": {"size": 0}}).status_code == 422
 
     # discovery, workers, health
     assert {k["name"] for k in get("/api/v1/kinds").get_json()["kinds"]} >= {"echo", "style_transfer"}
@@ -228,6 +270,12 @@ def test_real_responses_match_the_document(client, services: Services, monkeypat
     assert get("/api/v1/models").get_json()["models"][0]["id"] == model.id
     assert get(f"/api/v1/models/{model.id}").get_json()["urls"]["download"]
     assert get(f"/api/v1/models/{model.id}/download").mimetype == "application/zip"
+    assert patch(f"/api/v1/models/{model.id}", json={"name": "monet"}).get_json()["name"] == "monet"
+    assert patch(f"/api/v1/models/{model.id}", json={"name": " "}).status_code == 422
+    assert patch("/api/v1/models/nope", json={"name": "x"}).status_code == 404
+    assert patch(f"/api/v1/datasets/{dataset['id']}", json={"name": "photos"}).get_json()["name"] == "photos"
+    assert patch(f"/api/v1/datasets/{dataset['id']}", json={"layout": "paired"}).status_code == 400
+    assert patch("/api/v1/datasets/nope", json={"name": "x"}).status_code == 404
     with services.sessions.begin() as s:  # a training job that registered a model links to it
         s.execute(update(Job).where(Job.id == job["id"]).values(metrics={"model_id": model.id, "loss": 0.5}))
     assert set(get(f"/api/v1/jobs/{job['id']}").get_json()["urls"]) >= {"model", "model_download", "translate"}
@@ -253,6 +301,19 @@ def test_real_responses_match_the_document(client, services: Services, monkeypat
     assert post("/api/v1/models", data={}, content_type="multipart/form-data").status_code == 422
     assert post("/api/v1/jobs", data={"kind": "echo"}, headers={"Origin": "https://evil.example"}).status_code == 403
     assert c.check(client.get("/api/v1/kinds", headers={"Host": "evil.example"}), "GET", "/api/v1/kinds").status_code == 400
+
+    # deletion: an active job is a 409, a finished one leaves a tombstone (410); datasets and models go
+    def delete(url: str) -> Any:
+        return c.check(client.delete(url), "DELETE", url)
+
+    assert delete(f"/api/v1/jobs/{hooked['id']}").status_code == 409
+    assert delete(f"/api/v1/jobs/{job['id']}").status_code == 204
+    assert get(f"/api/v1/jobs/{job['id']}").status_code == 410
+    assert delete("/api/v1/jobs/nope").status_code == 404
+    assert delete(f"/api/v1/models/{model.id}").status_code == 204
+    assert delete(f"/api/v1/datasets/{dataset['id']}").status_code == 204
+    assert delete("/api/v1/datasets/nope").status_code == 404
+    assert delete("/api/v1/models/nope").status_code == 404
 
     def down(*_a: Any, **_kw: Any) -> None:
         raise sqlalchemy.exc.OperationalError("SELECT 1", {}, Exception("connection refused"))
@@ -343,7 +404,8 @@ def test_schemathesis_finds_no_server_error_and_no_schema_violation(tmp_path: Pa
     cli = shutil.which("schemathesis", path=str(Path(sys.executable).parent)) or shutil.which("schemathesis")
     if cli is None:
         pytest.fail("schemathesis is not installed (pip install -e '.[dev]')")
-    env = base_env(tmp_path)
+    # Held requests end quickly: the fuzzer's `Prefer: wait` and streams of jobs no worker runs.
+    env = base_env(tmp_path, ATELIER_MAX_WAIT_SECONDS="1", ATELIER_STREAM_MAX_SECONDS="2")
     migrated = run_cli(["db", "upgrade"], env)
     assert migrated.returncode == 0, migrated.stderr
     server = Proc(["serve", "--threads", "4"], env, tmp_path / "serve.log")

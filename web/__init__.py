@@ -16,8 +16,12 @@ MAX_TEXT_FIELD_BYTES = 1 << 20
 
 
 def create_app(settings: Settings | None = None, *, services: Services | None = None, celery: Any = None,
-               check_migrated: bool = True) -> Flask:
-    from web import api, api_resources, docs, health, pages
+               check_migrated: bool = True, metrics_dir: str | None = None) -> Flask:
+    """``metrics_dir``: prometheus_client's multiprocess directory when several processes serve the app
+    (``atelier serve --workers N``); None for one process."""
+    from web import api, api_resources, docs, health, pages, stream
+    from web.auth import install_auth
+    from web.metrics import install_metrics
     from web.security import install_security
     from web.deps import WebState
     from worker.celery_app import create_celery
@@ -26,6 +30,7 @@ def create_app(settings: Settings | None = None, *, services: Services | None = 
     services = services or build_services(settings, check_migrated=check_migrated)
     app = Flask(__name__)
     install_security(app, settings.host_allow_list)  # first: the Host check runs before anything else
+    install_auth(app, settings)  # then who the request acts for, and the pages' CSRF check
     app.config["MAX_CONTENT_LENGTH"] = settings.max_upload_mb * 1024 * 1024
     app.config["MAX_FORM_MEMORY_SIZE"] = MAX_TEXT_FIELD_BYTES
     app.config["MAX_FORM_PARTS"] = settings.max_form_parts
@@ -36,5 +41,7 @@ def create_app(settings: Settings | None = None, *, services: Services | None = 
     app.register_blueprint(health.bp)
     app.register_blueprint(pages.bp)
     app.register_blueprint(docs.bp)
+    app.register_blueprint(stream.bp)  # event streams of jobs (/api/v1/jobs/<id>/stream)
+    install_metrics(app, services, app.extensions["atelier"].celery, metrics_dir)
     api.register_error_handlers(app)
     return app

@@ -12,18 +12,25 @@ from typing import Any
 
 import sqlalchemy.exc
 
-from flask import Blueprint, Flask, Response, abort, current_app, jsonify, request, send_file
+from flask import Blueprint, Flask, Response, current_app, jsonify, render_template, request
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
+from core import deletion
+from core.auth import can_see, owner_filter
 from core.errors import UserError, quote
 from core.jobs import repository as repo
-from core.jobs.submit import Upload, submit_idempotent
+from core.jobs.runner import safe_filename
+from core.jobs.submit import Upload, clean_job_name, rerun, resolve_kind, submit_idempotent
 from core.kinds.registry import job_kinds
 from core.models import JOB_STATUSES, TERMINAL_STATUSES
 from web import deps
+from web.auth import identity, is_admin
+from web.downloads import send_stored
 from web.openapi import openapi_spec
 from web.security import INLINE_IMAGE_TYPES, file_headers
-from web.serialize import job_json, worker_json
+from web.serialize import iso, job_json, worker_json
+from web.stream import waited
+from web.zipstream import zip_stream
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
 log = logging.getLogger(__name__)
@@ -70,6 +77,15 @@ def register_error_handlers(app: Flask) -> None:
     def _http(exc: HTTPException):  # type: ignore[no-untyped-def]
         if request.path.startswith("/api/"):
             return error(exc.description or exc.name, None, exc.code or 500)
+        if exc.code in (404, 405):  # a page a person asked for: the site's own page, not Flask's bare one
+            what = ("There is no page at this address." if exc.code == 404
+                    else f"This page does not answer {request.method} requests.")
+            resp = Response(render_template("not_found.html", what=what,
+                                            title="Not found" if exc.code == 404 else "Not allowed"),
+                            status=exc.code, mimetype="text/html")
+            if exc.code == 405:
+                resp.headers["Allow"] = ", ".join(exc.valid_methods or ())  # type: ignore[attr-defined]
+            return resp
         return exc
 
 
@@ -171,16 +187,39 @@ def _read_submission() -> tuple[Any, Any, str, list[Upload]]:
     return request.form.get("kind"), params, request.form.get("priority") or "normal", uploads
 
 
+def _submitted_name() -> Any:
+    """The job's optional ``name``: a submit-level field next to ``priority`` (a form field, or a key of
+    the JSON body); it labels the job and is not a parameter of its kind."""
+    if request.mimetype == "application/json":
+        return json_body().get("name")
+    return request.form.get("name")
+
+
+def _submitted_webhook() -> tuple[Any, Any]:
+    """``(webhook, webhook_events)``: submit-level fields like ``priority`` (form fields, or keys of the
+    JSON body), validated by :func:`core.webhooks.validate_webhook`."""
+    if request.mimetype == "application/json":
+        body = json_body()
+        return body.get("webhook"), body.get("webhook_events")
+    return request.form.get("webhook"), request.form.get("webhook_events")
+
+
 @bp.post("/jobs")
 def create_job():  # type: ignore[no-untyped-def]
     """Submit a job (202). With an ``Idempotency-Key`` header, repeating the same request returns the job
     the first one created (200, ``Idempotent-Replayed: true``); the same key for another request is 409."""
     kind, params, priority, uploads = _read_submission()
     key = request.headers.get("Idempotency-Key")
-    job, created = submit_idempotent(deps.services(), key, kind, params, uploads, priority=priority)
+    webhook, webhook_events = _submitted_webhook()
+    job, created = submit_idempotent(deps.services(), key, kind, params, uploads, priority=priority,
+                                     name=_submitted_name(), webhook=webhook, webhook_events=webhook_events,
+                                     identity=identity())
     if created and deps.enqueue(job.id, job.priority):
         job = _job_or_404(job.id)  # as recorded, with its dispatch
+    job, applied = waited(job, _job_or_404)  # Prefer: wait=N
     resp = jsonify(job_json(job))
+    if applied:
+        resp.headers["Preference-Applied"] = applied
     resp.status_code = 202 if created else 200
     resp.headers["Location"] = f"/api/v1/jobs/{job.id}"
     if not created:
@@ -189,10 +228,14 @@ def create_job():  # type: ignore[no-untyped-def]
 
 
 # -- reading --------------------------------------------------------------------------------------
-def _job_or_404(job_id: str):  # type: ignore[no-untyped-def]
+def _job_or_404(job_id: str, *, deleted_ok: bool = False):  # type: ignore[no-untyped-def]
+    """The job, if the request's identity may see it (another owner's job is a 404, like a missing one);
+    a deleted job is a 410 to its owner, saying when (``deleted_ok``: return the tombstone instead)."""
     job = repo.get_job(deps.services().sessions, job_id)
-    if job is None:
+    if job is None or not can_see(identity(), job.owner):
         raise UserError(f"there is no job with id {quote(job_id)}", "id", 404)
+    if job.deleted_at is not None and not deleted_ok:
+        raise UserError(f"job {job_id} was deleted at {iso(job.deleted_at)}; its files are gone", "id", 410)
     return job
 
 
@@ -211,17 +254,72 @@ def list_jobs():  # type: ignore[no-untyped-def]
     if not 1 <= limit <= MAX_PAGE:
         raise UserError(f"limit must be between 1 and {MAX_PAGE}", "limit", 400)
     cursor = request.args.get("cursor") or None
+    search = search_text(request.args.get("q"))
     try:
         jobs, next_cursor = repo.list_jobs(deps.services().sessions, status=status, kind=kind, limit=limit,
-                                           cursor=cursor)
+                                           cursor=cursor, search=search, search_kinds=kinds_titled(search),
+                                           owner=owner_filter(identity()))
     except (ValueError, UnicodeDecodeError):
         raise UserError("cursor is not valid; use the next_cursor of a previous page", "cursor", 400) from None
     return jsonify({"jobs": [job_json(j) for j in jobs], "next_cursor": next_cursor})
 
 
+#: Longest search text accepted (names are at most 255 characters).
+MAX_SEARCH = 255
+
+
+def search_text(raw: str | None) -> str | None:
+    """The list's ``q``: trimmed; 400 naming ``q`` when longer than any name could be."""
+    text = (raw or "").strip()
+    if len(text) > MAX_SEARCH:
+        raise UserError(f"q must be at most {MAX_SEARCH} characters", "q", 400)
+    if any(ord(c) < 32 or ord(c) == 127 for c in text):  # names have none; PostgreSQL refuses NUL outright
+        raise UserError("q must not contain control characters", "q", 400)
+    return text or None
+
+
+def kinds_titled(search: str | None) -> list[str]:
+    """Kinds whose title contains the search text ("style" finds style_transfer jobs by their title)."""
+    if not search:
+        return []
+    needle = search.lower()
+    return [k.name for k in job_kinds().values() if needle in k.title.lower()]
+
+
 @bp.get("/jobs/<job_id>")
 def get_job(job_id: str):  # type: ignore[no-untyped-def]
+    """One job. With ``Prefer: wait=N`` (RFC 7240; N at most 60), the answer waits up to N seconds for the
+    job to end, then gives the job as it is (``Preference-Applied: wait=N``)."""
+    job, applied = waited(_job_or_404(job_id), _job_or_404)
+    resp = jsonify(job_json(job))
+    if applied:
+        resp.headers["Preference-Applied"] = applied
+    return resp
+
+
+@bp.patch("/jobs/<job_id>")
+def update_job(job_id: str):  # type: ignore[no-untyped-def]
+    """Rename a job: a JSON body ``{"name": "..."}`` (an empty string or null clears the name)."""
+    _job_or_404(job_id)
+    body = json_body()
+    unknown = sorted(set(body) - {"name"})
+    if unknown:
+        raise UserError(f"only name can be changed; {quote(unknown[0])} cannot", unknown[0], 400)
+    if "name" not in body:
+        raise UserError("send {\"name\": ...} to rename the job", "name", 400)
+    if not repo.rename_job(deps.services().sessions, job_id, clean_job_name(body["name"])):
+        raise UserError(f"there is no job with id {quote(job_id)}", "id", 404)
     return jsonify(job_json(_job_or_404(job_id)))
+
+
+@bp.delete("/jobs/<job_id>")
+def delete_job(job_id: str):  # type: ignore[no-untyped-def]
+    """Delete a finished job (204): its inputs, outputs, previews and checkpoints are removed and its row
+    stays as a tombstone (a GET then answers 410 with the time). A queued or running job is a 409: cancel it
+    first."""
+    _job_or_404(job_id)
+    deletion.delete_job(deps.services(), job_id)
+    return Response(status=204)
 
 
 @bp.post("/jobs/<job_id>/retry")
@@ -230,10 +328,49 @@ def retry_job(job_id: str):  # type: ignore[no-untyped-def]
     training job continues from its newest checkpoint."""
     job = _job_or_404(job_id)
     status = repo.retry(deps.services().sessions, job_id)
+    if status == repo.FILES_REMOVED:
+        raise UserError("this job's files were removed by retention, so it cannot run again; submit a new job",
+                        "id", 409)
     if status not in ("failed", "canceled"):
         raise UserError(f"only a failed or canceled job can be retried; this one is {status}", "id", 409)
     deps.enqueue(job_id, job.priority)
     return jsonify(job_json(_job_or_404(job_id))), 202
+
+
+@bp.post("/jobs/<job_id>/rerun")
+def rerun_job(job_id: str):  # type: ignore[no-untyped-def]
+    """Run a finished, failed or canceled job again as a new job (202): the same kind, parameters and
+    inputs (copied from storage, nothing to upload); a JSON body's ``params`` replace some parameters."""
+    body = json_body() if request.content_length else {}
+    override = body.get("params")
+    if override is not None and not isinstance(override, dict):
+        raise UserError("params must be a JSON object", "params", 422)
+    unknown = sorted(set(body) - {"params", "name"})
+    if unknown:
+        raise UserError(f"unknown field {quote(unknown[0])}; a rerun takes params and name", unknown[0], 400)
+    job = rerun(deps.services(), job_id, override, identity=identity(), name=body.get("name"))
+    if deps.enqueue(job.id, job.priority):
+        job = _job_or_404(job.id)
+    resp = jsonify(job_json(job))
+    resp.status_code = 202
+    resp.headers["Location"] = f"/api/v1/jobs/{job.id}"
+    return resp
+
+
+@bp.post("/estimate")
+def estimate_job():  # type: ignore[no-untyped-def]
+    """How long a job would take with these parameters, before submitting it: the kind's cost model
+    and the speed the workers measured on their device (:mod:`core.estimates`)."""
+    from core.estimates import estimate
+
+    body = json_body()
+    kind = resolve_kind(body.get("kind"))
+    raw = body.get("params") or {}
+    if not isinstance(raw, dict):
+        raise UserError("params must be a JSON object", "params", 422)
+    form = body.get("form") is True  # the web form sends strings: empty means "the default"
+    params = kind.schema.validate_form(raw) if form else kind.schema.validate(raw)
+    return jsonify(estimate(deps.services().sessions, kind.name, params).to_dict())
 
 
 @bp.post("/jobs/<job_id>/cancel")
@@ -250,13 +387,10 @@ def cancel_job(job_id: str):  # type: ignore[no-untyped-def]
 
 def _send_stored(key: str, content_type: str, name: str, download: bool = False):  # type: ignore[no-untyped-def]
     """A stored file, typed by what it decoded to at upload (never the client's header): images the
-    pages show are inline, everything else is an attachment; both under a sandboxing CSP."""
-    path = deps.services().storage.path(key)
-    if not path.is_file():
-        abort(404, "the file is gone from storage")
+    pages show are inline, everything else is an attachment; both under a sandboxing CSP. Streamed from
+    storage, or a redirect to a presigned URL (see :mod:`web.downloads`)."""
     mimetype = content_type if content_type in SERVED_TYPES else "application/octet-stream"
-    resp = send_file(path, mimetype=mimetype, as_attachment=False, max_age=0)
-    return file_headers(resp, mimetype, name, download)
+    return send_stored(key, mimetype, name, download)
 
 
 @bp.get("/jobs/<job_id>/outputs/<name>")
@@ -266,6 +400,18 @@ def job_output(job_id: str, name: str):  # type: ignore[no-untyped-def]
         if f.direction == "output" and f.name == name:
             return _send_stored(f.path, f.content_type, f.name, download=bool(request.args.get("download")))
     raise UserError(f"job {job_id} has no output named {quote(name)}", "name", 404)
+
+
+@bp.get("/jobs/<job_id>/outputs.zip")
+def job_outputs_zip(job_id: str):  # type: ignore[no-untyped-def]
+    """Every output of the job in one zip, streamed as it is written (no copy of the outputs in memory)."""
+    job = _job_or_404(job_id)
+    storage = deps.services().storage
+    files = [(f.name, f.path) for f in job.files if f.direction == "output"]
+    if not files:
+        raise UserError("this job has no outputs yet", "outputs", 404)
+    resp = Response(zip_stream(storage, files), mimetype="application/zip")
+    return file_headers(resp, "application/zip", f"{safe_filename(job.name or '', 'job')}-{job.id[:8]}.zip", True)
 
 
 @bp.get("/jobs/<job_id>/inputs/<name>")
@@ -294,11 +440,21 @@ def job_metrics(job_id: str):  # type: ignore[no-untyped-def]
 
 @bp.get("/jobs/<job_id>/events")
 def job_events(job_id: str):  # type: ignore[no-untyped-def]
-    from web.serialize import iso  # times go through the one serialiser (UTC, ``Z``), as in job_json
-
     _job_or_404(job_id)
     rows = repo.events(deps.services().sessions, job_id)
     return jsonify({"events": [{"at": iso(e.created_at), "level": e.level, "message": e.message} for e in rows]})
+
+
+@bp.get("/jobs/<job_id>/webhooks")
+def job_webhooks(job_id: str):  # type: ignore[no-untyped-def]
+    """A job's webhook deliveries, newest first: event, status (pending, delivered, failed), attempts, the
+    receiver's last response code and error."""
+    from core import webhooks
+
+    job = _job_or_404(job_id)
+    rows = webhooks.deliveries(deps.services().sessions, job.id)
+    return jsonify({"job_id": job.id, "webhook": job.webhook, "webhook_events": job.webhook_events or [],
+                    "deliveries": [webhooks.delivery_json(d) for d in rows]})
 
 
 # -- discovery ------------------------------------------------------------------------------------
@@ -320,6 +476,9 @@ def openapi():  # type: ignore[no-untyped-def]
 
 @bp.get("/workers")
 def list_workers():  # type: ignore[no-untyped-def]
+    """Workers (hostnames, pids, current jobs) and job counts: admins only when auth is on (404 otherwise)."""
+    if not is_admin():
+        raise UserError("there is no such resource", None, 404)
     s = deps.services()
     stale = max(3 * s.settings.heartbeat_seconds, 30.0)
     return jsonify({"workers": [worker_json(w, stale) for w in repo.list_workers(s.sessions)],

@@ -16,6 +16,7 @@ from pydantic.json_schema import SkipJsonSchema
 
 from core.datasets import LAYOUTS
 from core.models import JOB_STATUSES, PRIORITIES
+from core.webhooks import EVENTS as WEBHOOK_EVENTS
 
 #: Every time in the API: ISO 8601 in UTC, ending with ``Z`` (``web.serialize.iso``).
 UtcTime = Annotated[str, Field(pattern=r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z$",
@@ -23,6 +24,7 @@ UtcTime = Annotated[str, Field(pattern=r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?
 JobStatus = Literal[JOB_STATUSES]  # type: ignore[valid-type]
 Priority = Literal[PRIORITIES]  # type: ignore[valid-type]
 Layout = Literal[LAYOUTS]  # type: ignore[valid-type]
+WebhookEvent = Literal[WEBHOOK_EVENTS]  # type: ignore[valid-type]
 JsonObject = dict[str, Any]
 
 
@@ -74,6 +76,9 @@ class JobUrls(ApiModel):
     retry: str = Field(description="POST: run a failed or canceled job again")
     metrics: str
     events: str
+    stream: str = Field(description="Server-sent events of the job (status, progress, metrics, log, completed)")
+    webhooks: str = Field(description="The job's webhook deliveries")
+    outputs_zip: str = Field(description="Every output in one zip (404 until there is one)")
     model: str | SkipJsonSchema[None] = Field(default=None, description="The model a training job registered")
     model_download: str | SkipJsonSchema[None] = Field(default=None, description="That model as a zip")
     translate: str | SkipJsonSchema[None] = Field(default=None, description="A translate form with that model")
@@ -84,6 +89,7 @@ class Job(ApiModel):
 
     id: str = Field(json_schema_extra={"format": "uuid"})
     kind: str = Field(description="The job kind (`GET /api/v1/kinds`)")
+    name: str | None = Field(description="A label given at submit time or by `PATCH` (null: none)")
     status: JobStatus = Field(description="`queued → running → succeeded | failed | canceled`")
     progress: float = Field(ge=0, le=1, description="Fraction of the steps done")
     step: int = Field(ge=0)
@@ -93,6 +99,8 @@ class Job(ApiModel):
     started_at: UtcTime | None
     finished_at: UtcTime | None
     updated_at: UtcTime
+    artifacts_removed_at: UtcTime | None = Field(description="When retention (`atelier gc`) removed the job's files "
+                                                 "(inputs, outputs, preview, checkpoints); null while they are kept")
     params: JsonObject = Field(description="The validated parameters, defaults filled in (the kind's schema)")
     metrics: JsonObject = Field(description="Latest values (losses...) and results such as `model_id`")
     outputs: list[OutputFile]
@@ -106,7 +114,42 @@ class Job(ApiModel):
     worker: str | None = Field(description="The worker (`node:pid`) holding the job")
     cancel_requested: bool
     notices: list[str] = Field(description="Statements shown on the job page (e.g. warnings found while it ran)")
+    webhook: str | None = Field(description="Where the job's events are POSTed (null: nowhere)")
+    webhook_events: list[WebhookEvent] = Field(description="The events sent to `webhook`")
+    queue_position: int | None = Field(ge=1, description="A queued job's place in the queue (1: next); null "
+                                       "unless queued")
+    estimated_start_at: UtcTime | None = Field(description="When a queued job should start, from the remaining "
+                                               "time of the jobs ahead and the live workers (null: unknown or "
+                                               "not queued)")
+    eta_seconds: float | None = Field(ge=0, description="Seconds a running job has left, from its rate over "
+                                      "recent steps (null: not running, or too early to tell)")
     urls: JobUrls
+
+
+class WebhookDelivery(ApiModel):
+    """One POST of a job event to its webhook, and how it went."""
+
+    id: int
+    event: WebhookEvent
+    url: str
+    status: Literal["pending", "delivered", "failed"] = Field(
+        description="`pending`: not sent yet or another attempt is scheduled (`next_attempt_at`)")
+    attempts: int = Field(ge=0)
+    response_code: int | None = Field(description="The receiver's HTTP status at the last attempt (null: no answer)")
+    error: str | None = Field(description="Why the last attempt failed")
+    created_at: UtcTime
+    next_attempt_at: UtcTime | None
+    finished_at: UtcTime | None
+
+
+class WebhookDeliveries(ApiModel):
+    """A job's webhook deliveries, newest first. Each is signed with the owner's secret (Standard Webhooks
+    headers `webhook-id`, `webhook-timestamp`, `webhook-signature`)."""
+
+    job_id: str
+    webhook: str | None
+    webhook_events: list[WebhookEvent]
+    deliveries: list[WebhookDelivery]
 
 
 class JobList(ApiModel):
@@ -152,6 +195,20 @@ class Kind(ApiModel):
     description: str
     params: JsonObject = Field(description="The kind's parameter schema (JSON Schema)")
     inputs: list[KindInput]
+
+
+class Estimate(ApiModel):
+    """How long a job would take once a worker starts it (``POST /api/v1/estimate``)."""
+
+    seconds: float | None = Field(ge=0, description="Estimated seconds (null: no estimate for this kind or these "
+                                  "settings, e.g. a training counted in epochs)")
+    device: Literal["cpu", "cuda"] = Field(description="The device the estimate is for (the job's, else a live "
+                                           "worker's)")
+    basis: Literal["measured", "default", "unknown"] = Field(
+        description="`measured`: from the speed a worker recorded for this kind and device; `default`: a built-in "
+                    "first guess (no job of this kind has run yet); `unknown`: no estimate")
+    steps: int = Field(ge=0, description="The job's steps (0: not known before it starts)")
+    text: str = Field(description="The estimate in words, as the form shows it (\"about 3 min on cpu\")")
 
 
 class KindList(ApiModel):
@@ -263,4 +320,5 @@ class Health(ApiModel):
 #: Every model the document names, in the order its components list them.
 RESPONSE_MODELS: tuple[type[ApiModel], ...] = (
     Error, Job, JobList, Events, Metrics, KindList, WorkerList, Dataset, DatasetList, Model, ModelList, Health,
+    WebhookDeliveries, Estimate,
 )

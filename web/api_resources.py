@@ -3,20 +3,21 @@ download and import generators for ``translate`` jobs."""
 
 from __future__ import annotations
 
-import io
-import zipfile
 from pathlib import Path
 from typing import BinaryIO
 
-from flask import Blueprint, jsonify, request, send_file
+from flask import Blueprint, Response, jsonify, request
 
-from core import resources
+from core import deletion, resources
+from core.auth import can_see, owner_filter, owner_of_new_rows
 from core.datasets import LAYOUTS, IngestLimits, build_demo_dataset, ingest_dataset
 from core.errors import UserError, quote
 from core.jobs.runner import safe_filename
 from core.kinds.gan import IMPORT_SCHEMA
 from web import deps
+from web.auth import identity
 from web.api import json_body, json_object_field
+from web.downloads import send_zip
 from web.serialize import dataset_json, model_json
 
 bp = Blueprint("resources", __name__, url_prefix="/api/v1")
@@ -26,7 +27,7 @@ DEMO_SOURCES = ("astronaut.png", "chelsea.png", "coffee.png", "rocket.jpg")
 
 def _row_or_404(table: str, resource_id: str):  # type: ignore[no-untyped-def]
     row = resources.get(deps.services(), table, resource_id)
-    if row is None:
+    if row is None or not can_see(identity(), row.owner):  # another owner's row is missing, never forbidden
         singular = table.rstrip("s")
         raise UserError(f"there is no {singular} with id {quote(resource_id)}", "id", 404)
     return row
@@ -35,12 +36,40 @@ def _row_or_404(table: str, resource_id: str):  # type: ignore[no-untyped-def]
 # -- datasets -------------------------------------------------------------------------------------
 @bp.get("/datasets")
 def list_datasets():  # type: ignore[no-untyped-def]
-    return jsonify({"datasets": [dataset_json(d) for d in resources.list_rows(deps.services(), "datasets")]})
+    return jsonify({"datasets": [dataset_json(d) for d in resources.list_rows(deps.services(), "datasets",
+                                                                                    owner=owner_filter(identity()))]})
 
 
 @bp.get("/datasets/<dataset_id>")
 def get_dataset(dataset_id: str):  # type: ignore[no-untyped-def]
     return jsonify(dataset_json(_row_or_404("datasets", dataset_id)))
+
+
+def _renamed(table: str, resource_id: str):  # type: ignore[no-untyped-def]
+    """PATCH ``{"name": ...}`` of a dataset or model: the name is the one thing that can change."""
+    _row_or_404(table, resource_id)
+    body = json_body()
+    unknown = sorted(set(body) - {"name"})
+    if unknown:
+        raise UserError(f"only name can be changed; {quote(unknown[0])} cannot", unknown[0], 400)
+    row = resources.rename(deps.services(), table, resource_id, body.get("name"))
+    if row is None:
+        raise UserError(f"there is no {table.rstrip('s')} with id {quote(resource_id)}", "id", 404)
+    return row
+
+
+@bp.patch("/datasets/<dataset_id>")
+def update_dataset(dataset_id: str):  # type: ignore[no-untyped-def]
+    """Rename a dataset: a JSON body ``{"name": "..."}``."""
+    return jsonify(dataset_json(_renamed("datasets", dataset_id)))
+
+
+@bp.delete("/datasets/<dataset_id>")
+def delete_dataset(dataset_id: str):  # type: ignore[no-untyped-def]
+    """Delete a dataset and its files (204); 409 naming the queued or running jobs that use it."""
+    _row_or_404("datasets", dataset_id)
+    deletion.delete_resource(deps.services(), "datasets", dataset_id)
+    return Response(status=204)
 
 
 @bp.post("/datasets")
@@ -66,7 +95,8 @@ def create_dataset():  # type: ignore[no-untyped-def]
     services = deps.services()
     with resources.ScratchDir(services) as scratch:
         report = ingest_dataset(upload, scratch / "data", layout, IngestLimits.from_settings(services.settings))
-        ds = resources.add_dataset(services, name=name, layout=layout, source_dir=scratch / "data", meta=report)
+        ds = resources.add_dataset(services, name=name, layout=layout, source_dir=scratch / "data", meta=report,
+                                   owner=owner_of_new_rows(identity()))
     return jsonify(dataset_json(ds)), 201
 
 
@@ -82,14 +112,16 @@ def create_demo_dataset():  # type: ignore[no-untyped-def]
     with resources.ScratchDir(services) as scratch:
         report = build_demo_dataset(sources, scratch / "data", layout=layout, size=128)
         ds = resources.add_dataset(services, name=f"demo: photo ↔ graded ({layout})", layout=layout,
-                                   source_dir=scratch / "data", meta={**report, "demo": True})
+                                   source_dir=scratch / "data", meta={**report, "demo": True},
+                                   owner=owner_of_new_rows(identity()))
     return jsonify(dataset_json(ds)), 201
 
 
 # -- models ---------------------------------------------------------------------------------------
 @bp.get("/models")
 def list_models():  # type: ignore[no-untyped-def]
-    return jsonify({"models": [model_json(m) for m in resources.list_rows(deps.services(), "models")]})
+    return jsonify({"models": [model_json(m) for m in resources.list_rows(deps.services(), "models",
+                                                                              owner=owner_filter(identity()))]})
 
 
 @bp.get("/models/<model_id>")
@@ -97,19 +129,29 @@ def get_model(model_id: str):  # type: ignore[no-untyped-def]
     return jsonify(model_json(_row_or_404("models", model_id)))
 
 
+@bp.patch("/models/<model_id>")
+def update_model(model_id: str):  # type: ignore[no-untyped-def]
+    """Rename a model: a JSON body ``{"name": "..."}``."""
+    return jsonify(model_json(_renamed("models", model_id)))
+
+
+@bp.delete("/models/<model_id>")
+def delete_model(model_id: str):  # type: ignore[no-untyped-def]
+    """Delete a model and its files (204); 409 naming the queued or running jobs that use it."""
+    _row_or_404("models", model_id)
+    deletion.delete_resource(deps.services(), "models", model_id)
+    return Response(status=204)
+
+
 @bp.get("/models/<model_id>/download")
 def download_model(model_id: str):  # type: ignore[no-untyped-def]
-    """The model directory (generator weights as safetensors + meta.json) as one zip."""
+    """The model directory (generator weights as safetensors + meta.json) as one zip, written while it is
+    sent from storage (no copy of the weights in memory)."""
     model = _row_or_404("models", model_id)
-    root = deps.services().storage.path(model.path)
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
-        for f in sorted(root.rglob("*")):
-            if f.is_file():
-                zf.write(f, f.relative_to(root).as_posix())
-    buf.seek(0)
-    return send_file(buf, mimetype="application/zip", as_attachment=True,
-                     download_name=f"{safe_filename(model.name, 'model')}.zip")
+    files = [(info.key[len(model.path) + 1:], info.key) for info in deps.services().storage.list(model.path)]
+    if not files:
+        raise UserError("the model's files are gone from storage", "id", 404)
+    return send_zip(files, f"{safe_filename(model.name, 'model')}.zip")
 
 
 @bp.post("/models")
@@ -129,7 +171,8 @@ def import_model():  # type: ignore[no-untyped-def]
         src = scratch / safe_filename(upload.filename, f"generator{suffix}")
         upload.save(src)
         meta = _import(src, scratch / "model", {**opts, "name": name})
-        model = resources.add_model(services, name=name, family="imported", source_dir=scratch / "model", meta=meta)
+        model = resources.add_model(services, name=name, family="imported", source_dir=scratch / "model", meta=meta,
+                                      owner=owner_of_new_rows(identity()))
     return jsonify(model_json(model)), 201
 
 

@@ -29,6 +29,8 @@ from werkzeug.routing import Rule
 from core.datasets import LAYOUTS
 from core.kinds.registry import job_kinds
 from core.models import JOB_STATUSES, PRIORITIES
+from core.webhooks import DEFAULT_EVENTS as DEFAULT_WEBHOOK_EVENTS
+from core.webhooks import EVENTS as WEBHOOK_EVENTS
 from web import api_models as m
 
 REF = "#/components/schemas/{model}"
@@ -70,13 +72,15 @@ def documented_operations(app: Flask) -> list[tuple[Rule, str]]:
 # -- the table ------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Answer:
-    """A success response: a model (JSON), ``binary`` media types (a file), or a plain JSON object."""
+    """A success response: a model (JSON), ``binary`` media types (a file), a plain JSON object, or
+    server-sent ``events`` (the schema of one event)."""
 
     description: str
     model: type[m.ApiModel] | None = None
     binary: tuple[str, ...] = ()
     schema: Mapping[str, Any] | None = None
     headers: Mapping[str, str] = field(default_factory=dict)  # name -> description
+    events: Mapping[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -101,6 +105,29 @@ DOWNLOAD = _query("download", {"type": "string"},
                   "Any non-empty value (`1`): send the file as an attachment instead of inline")
 FILE_TYPES = ("image/png", "image/jpeg", "image/webp", "image/gif", "image/bmp", "image/tiff", "application/json",
               "application/zip", "application/octet-stream")
+PREFER_WAIT = {
+    "name": "Prefer", "in": "header", "required": False, "schema": {"type": "string"}, "example": "wait=30",
+    "description": "`wait=N` (RFC 7240): hold the answer up to N seconds (at most 60, and ATELIER_MAX_WAIT_SECONDS) "
+                   "until the job has ended, then answer with the job as it is; `Preference-Applied: wait=N` says "
+                   "it was honoured. A value that is not a whole number is ignored, as is the preference when the "
+                   "server has no free slot for a held request (ATELIER_MAX_STREAMS).",
+}
+#: One server-sent event of ``GET /api/v1/jobs/{id}/stream`` (see web.stream).
+SSE_EVENT = {
+    "type": "object", "required": ["event", "data"],
+    "description": "One event. `data` is JSON: `status` {status, attempt, worker, error, cancel_requested}; "
+                   "`progress` {step, total_steps, progress, metrics}; `preview` {url, step}; `metrics` {points: "
+                   "[[name, step, value]]}; `log` {events: [{at, level, message}]}; `completed`: the job (as "
+                   "`GET /api/v1/jobs/{id}`)",
+    "properties": {
+        "event": {"type": "string", "enum": ["status", "progress", "preview", "metrics", "log", "completed"]},
+        "id": {"type": "string", "pattern": "^[0-9]+[.][0-9]+$",
+               "description": "`<log cursor>.<metric cursor>`: send it back as `Last-Event-ID` to resume"},
+        "data": {"type": "string", "contentMediaType": "application/json"},
+        "retry": {"type": "integer", "description": "Milliseconds a client waits before reconnecting"},
+    },
+}
+PREFERENCE_APPLIED = {"Preference-Applied": "`wait=N` when `Prefer: wait=N` was honoured"}
 IDEMPOTENCY_KEY = {
     "name": "Idempotency-Key", "in": "header", "required": False,
     "schema": {"type": "string", "pattern": "^[!-~]{1,255}$"},
@@ -164,6 +191,33 @@ def _model_body() -> dict[str, Any]:
         "schema": schema, "encoding": {"options": {"contentType": "application/json"}}}}}
 
 
+def _rename_body(description: str, nullable: bool) -> dict[str, Any]:
+    """``PATCH`` bodies of jobs, datasets and models: the name is the one thing that changes."""
+    name: dict[str, Any] = {"type": ["string", "null"] if nullable else "string", "maxLength": 255,
+                            "description": description}
+    if not nullable:
+        name["minLength"] = 1
+    schema = {"type": "object", "required": ["name"], "additionalProperties": False, "properties": {"name": name}}
+    return {"required": True, "content": {"application/json": {"schema": schema}}}
+
+
+def _rerun_body() -> dict[str, Any]:
+    schema = {"type": "object", "additionalProperties": False, "properties": {
+        "params": {"type": "object", "description": "Parameters to change; the rest are the job's"},
+        "name": {"type": ["string", "null"], "maxLength": 255, "description": "The new job's name (default: the "
+                                                                                "job's)"}}}
+    return {"required": False, "content": {"application/json": {"schema": schema}}}
+
+
+def _estimate_body() -> dict[str, Any]:
+    schema = {"type": "object", "required": ["kind"], "properties": {
+        "kind": {"type": "string", "enum": list(job_kinds())},
+        "params": {"type": "object", "description": "The kind's parameters (defaults fill in the rest)"},
+        "form": {"type": "boolean", "default": False,
+                 "description": "Parameters as a web form sends them (strings; empty means the default)"}}}
+    return {"required": True, "content": {"application/json": {"schema": schema}}}
+
+
 def _kind_query() -> dict[str, Any]:
     return _query("kind", {"type": "string", "enum": list(job_kinds())}, "Only jobs of this kind")
 
@@ -171,21 +225,71 @@ def _kind_query() -> dict[str, Any]:
 #: ``(endpoint, method)`` → what the URL map cannot tell. A new route needs an entry here.
 OPERATIONS: dict[tuple[str, str], Operation] = {
     ("api.create_job", "POST"): Operation(
-        "jobs", {202: Answer("Accepted: the job, queued", m.Job, headers={"Location": "The job's URL"}),
+        "jobs", {202: Answer("Accepted: the job, queued (or as it is after `Prefer: wait`)", m.Job,
+                             headers={"Location": "The job's URL", **PREFERENCE_APPLIED}),
                  200: Answer("A replayed `Idempotency-Key`: the job the first request created", m.Job,
-                             headers={"Idempotent-Replayed": "`true`"})},
+                             headers={"Idempotent-Replayed": "`true`", **PREFERENCE_APPLIED})},
         {400: "A malformed request (JSON, form or `Idempotency-Key`)", 409: "The `Idempotency-Key` was used for another request",
          413: "The request, a file or an image is too large", 415: "Not multipart/JSON, or a file of the wrong type",
          422: "A parameter or file is invalid; nothing is stored"},
-        headers=(IDEMPOTENCY_KEY,), body=_submit_body),
+        headers=(IDEMPOTENCY_KEY, PREFER_WAIT), body=_submit_body),
     ("api.list_jobs", "GET"): Operation(
         "jobs", {200: Answer("A page of jobs, newest first", m.JobList)},
         {400: "A bad filter, limit or cursor"}, summary="List jobs, newest first",
         query=(_query("status", {"type": "string", "enum": list(JOB_STATUSES)}, "Only jobs in this state"),
                _kind_query,
                _query("limit", {"type": "integer", "minimum": 1, "maximum": 100, "default": 20}, "Jobs per page"),
-               _query("cursor", {"type": "string"}, "The `next_cursor` of the previous page"))),
-    ("api.get_job", "GET"): Operation("jobs", {200: _job_answer("The job")}, {404: "No such job"}, summary="One job"),
+               _query("cursor", {"type": "string"}, "The `next_cursor` of the previous page"),
+               _query("q", {"type": "string", "maxLength": 255},
+                      "Search: jobs whose name contains it (any case), whose id starts with it, in the status it "
+                      "names, or of a kind whose name or title contains it"))),
+    ("api.update_job", "PATCH"): Operation(
+        "jobs", {200: _job_answer("The renamed job")},
+        {400: "Not a JSON object, or a field other than `name`", 404: "No such job",
+         422: "A name that is too long or has control characters"},
+        summary="Rename a job", body=lambda: _rename_body("The job's new name; empty or null clears it", True)),
+    ("api.job_outputs_zip", "GET"): Operation(
+        "files", {200: Answer("A zip of every output, streamed", binary=("application/zip",))},
+        {404: "No such job, or no outputs yet"}, summary="Every output of a job as one zip"),
+    ("resources.update_dataset", "PATCH"): Operation(
+        "datasets", {200: Answer("The renamed dataset", m.Dataset)},
+        {400: "Not a JSON object, or a field other than `name`", 404: "No such dataset",
+         422: "An empty or too long name"},
+        summary="Rename a dataset", body=lambda: _rename_body("The dataset's new name", False)),
+    ("resources.update_model", "PATCH"): Operation(
+        "models", {200: Answer("The renamed model", m.Model)},
+        {400: "Not a JSON object, or a field other than `name`", 404: "No such model",
+         422: "An empty or too long name"},
+        summary="Rename a model", body=lambda: _rename_body("The model's new name", False)),
+    ("api.get_job", "GET"): Operation(
+        "jobs", {200: Answer("The job (after `Prefer: wait`: when it ended, or when the wait ran out)", m.Job,
+                             headers=PREFERENCE_APPLIED)}, {404: "No such job"}, summary="One job",
+        headers=(PREFER_WAIT,)),
+    ("api.job_webhooks", "GET"): Operation(
+        "jobs", {200: Answer("The deliveries, newest first", m.WebhookDeliveries)}, {404: "No such job"},
+        summary="A job's webhook deliveries and their outcomes"),
+    ("stream.job_stream", "GET"): Operation(
+        "jobs", {200: Answer("`text/event-stream`: events `status`, `progress`, `preview`, `metrics`, `log`, then "
+                             "`completed` (the job) and the end", events=SSE_EVENT)},
+        {404: "No such job", 503: "Every slot for open streams is taken (`Retry-After`): poll the job instead"},
+        summary="Server-sent events of a job",
+        query=(_query("last_event_id", {"type": "string", "pattern": "^[0-9]{1,18}[.][0-9]{1,18}$"},
+                      "Resume after this event id (as the `Last-Event-ID` header does)"),),
+        headers=({"name": "Last-Event-ID", "in": "header", "required": False, "schema": {"type": "string"},
+                  "description": "Resume: only log lines and metric points after this event id are sent"},)),
+    ("api.delete_job", "DELETE"): Operation(
+        "jobs", {204: Answer("Deleted: the job's files are removed; its row stays as a tombstone (GET answers 410)")},
+        {404: "No such job", 409: "The job is queued or running: cancel it first"}, summary="Delete a finished job"),
+    ("api.rerun_job", "POST"): Operation(
+        "jobs", {202: Answer("The new job, queued", m.Job, headers={"Location": "The new job's URL"})},
+        {400: "A malformed body or an unknown field", 404: "No such job",
+         409: "The job is queued or running, or one of its inputs is no longer stored",
+         422: "A replaced parameter is invalid"},
+        summary="Run a job again (same kind, parameters and stored inputs)", body=_rerun_body),
+    ("api.estimate_job", "POST"): Operation(
+        "jobs", {200: Answer("The estimate", m.Estimate)},
+        {400: "A malformed JSON body", 422: "An unknown kind or an invalid parameter"},
+        summary="Estimate how long a job would take", body=_estimate_body),
     ("api.cancel_job", "POST"): Operation(
         "jobs", {202: _job_answer("Cancellation requested: a queued job ends now, a running one within a step")},
         {404: "No such job", 409: "The job has already ended"}, summary="Cancel a job"),
@@ -216,6 +320,10 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
                                                   summary="Registered datasets"),
     ("resources.get_dataset", "GET"): Operation("datasets", {200: Answer("The dataset", m.Dataset)},
                                                 {404: "No such dataset"}, summary="One dataset"),
+    ("resources.delete_dataset", "DELETE"): Operation(
+        "datasets", {204: Answer("Deleted, with its files")},
+        {404: "No such dataset", 409: "Queued or running jobs use it (their ids are in the message)"},
+        summary="Delete a dataset"),
     ("resources.create_dataset", "POST"): Operation(
         "datasets", {201: Answer("The dataset with its validation report", m.Dataset)},
         {400: "A malformed form", 413: "The upload or its contents exceed a limit",
@@ -229,6 +337,10 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
                                                 summary="Models (trained or imported)"),
     ("resources.get_model", "GET"): Operation("models", {200: Answer("The model", m.Model)}, {404: "No such model"},
                                               summary="One model"),
+    ("resources.delete_model", "DELETE"): Operation(
+        "models", {204: Answer("Deleted, with its files")},
+        {404: "No such model", 409: "Queued or running jobs use it (their ids are in the message)"},
+        summary="Delete a model"),
     ("resources.download_model", "GET"): Operation(
         "models", {200: Answer("A zip of safetensors generators and `meta.json`", binary=("application/zip",))},
         {404: "No such model"}, summary="Download a model as a zip"),
@@ -244,7 +356,10 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
 }
 #: Errors any operation can answer (Host allow-list, database outage); POSTs also refuse other sites.
 COMMON_ERRORS = {400: "The `Host` is not one this service answers to",
+                 401: "`ATELIER_AUTH=on` and no valid `Authorization: Bearer` token (with `WWW-Authenticate`)",
                  503: "The database is unavailable (with `Retry-After`)"}
+#: Operations that answer without a token when auth is on (see web.auth).
+PUBLIC_RULES = frozenset({"/healthz", "/api/v1/openapi.json"})
 POST_ERRORS = {403: "A browser request from another site's page (`Origin`)"}
 TAGS = [("jobs", "Submit, follow, cancel and retry jobs"), ("files", "Inputs, outputs and previews of jobs"),
         ("discovery", "What this service offers"), ("workers", "The worker processes"),
@@ -290,6 +405,8 @@ def _answer(a: Answer) -> dict[str, Any]:
         resp["content"] = {t: {"schema": {"type": "string", "format": "binary"}} for t in a.binary}
     elif a.schema is not None:
         resp["content"] = _json(a.schema)
+    elif a.events is not None:
+        resp["content"] = {"text/event-stream": {"schema": dict(a.events)}}
     if a.headers:
         resp["headers"] = {name: {"description": d, "schema": {"type": "string"}} for name, d in a.headers.items()}
     return resp
@@ -329,6 +446,11 @@ def _operation(app: Flask, rule: Rule, method: str) -> dict[str, Any]:
         op["requestBody"] = entry.body()
     responses: dict[str, Any] = {str(code): _answer(a) for code, a in sorted(entry.answers.items())}
     errors = {**COMMON_ERRORS, **(POST_ERRORS if method == "POST" else {})}
+    if "<job_id>" in rule.rule:
+        errors[410] = "The job was deleted (the message says when); only its owner learns that"
+    if rule.rule in PUBLIC_RULES:
+        errors.pop(401, None)
+        op["security"] = []
     for code, when in entry.errors.items():
         common = errors.get(code) if code in COMMON_ERRORS else None
         errors[code] = f"{when}; or {common[0].lower()}{common[1:]}" if common else when
@@ -414,11 +536,20 @@ def lift_defs(schema: Mapping[str, Any], name: str, components: dict[str, Any]) 
 def _kind_schemas(components: dict[str, Any]) -> None:
     priority = {"type": "string", "enum": list(PRIORITIES), "default": "normal",
                 "description": "`high` jobs are served before `normal` ones"}
+    job_name = {"type": "string", "maxLength": 255, "description": "A label for the job (the list searches it)"}
+    webhook = {"type": "string", "maxLength": 2048, "format": "uri",
+               "description": "Where to POST the job's events: an https URL, or http to a loopback host. Each POST is "
+                              "signed (Standard Webhooks headers, HMAC-SHA256 with the owner's secret)"}
+    events = {"type": "array", "items": {"type": "string", "enum": list(WEBHOOK_EVENTS)}, "uniqueItems": True,
+              "default": list(DEFAULT_WEBHOOK_EVENTS), "description": "The events sent to `webhook`"}
+    form_events = {"type": "string", "description": "The events sent to `webhook`, comma-separated or a JSON list "
+                                                    f"({', '.join(WEBHOOK_EVENTS)}; default `completed`)"}
     for kind in job_kinds().values():
         params_ref = {"$ref": REF.format(model=f"Params_{kind.name}")}
         lift_defs(kind.schema.json_schema(), f"Params_{kind.name}", components)
         kind_prop = {"type": "string", "const": kind.name, "description": kind.title}
-        form_props: dict[str, Any] = {"kind": kind_prop, "params": {**params_ref}, "priority": priority}
+        form_props: dict[str, Any] = {"kind": kind_prop, "params": {**params_ref}, "priority": priority,
+                                      "name": job_name, "webhook": webhook, "webhook_events": form_events}
         for i in kind.inputs:
             file_schema = {"type": "string", "format": "binary", "description": i.help}
             form_props[i.role] = {"type": "array", "items": file_schema, "description": i.help} if i.multiple else file_schema
@@ -428,7 +559,9 @@ def _kind_schemas(components: dict[str, Any]) -> None:
         if not any(i.required for i in kind.inputs):
             components[f"JobRequest_{kind.name}"] = {
                 "type": "object", "title": kind.title, "description": kind.description or kind.title,
-                "properties": {"kind": kind_prop, "params": params_ref, "priority": priority}, "required": ["kind"]}
+                "properties": {"kind": kind_prop, "params": params_ref, "priority": priority, "name": job_name,
+                               "webhook": webhook, "webhook_events": events},
+                "required": ["kind"]}
 
 
 def _import_options(components: dict[str, Any]) -> None:
@@ -458,5 +591,9 @@ def openapi_spec(app: Flask | None = None) -> dict[str, Any]:
         "tags": [{"name": n, "description": d} for n, d in TAGS if n in used_tags]
                 + ([{"name": "undocumented"}] if "undocumented" in used_tags else []),
         "paths": paths,
-        "components": {"schemas": dict(sorted(components.items()))},
+        "components": {"schemas": dict(sorted(components.items())), "securitySchemes": {"bearer": {
+            "type": "http", "scheme": "bearer",
+            "description": "With `ATELIER_AUTH=on`: a token from `atelier token create NAME` (with auth off, none)"}}},
+        # Optional ({} allowed): with auth off no token is needed; public operations say `security: []`.
+        "security": [{"bearer": []}, {}],
     }

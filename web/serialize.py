@@ -22,6 +22,24 @@ def quote_path(name: str) -> str:
     return _quote(name, safe="")
 
 
+def _timing(job: Job) -> dict[str, Any]:
+    """Queue position and estimated start of a queued job; seconds left of a running one (its smoothed
+    rate over recent steps, :mod:`core.estimates`), counted from its last progress write."""
+    from core.estimates import queue_info
+    from web import deps
+
+    position, start, eta = None, None, None
+    if job.status == "queued":
+        position, start_at = queue_info(deps.services().sessions, job)
+        start = iso(start_at)
+    elif job.status == "running":
+        left = ((job.metrics or {}).get("timing") or {}).get("eta_s")
+        updated = as_utc(job.updated_at)
+        if isinstance(left, (int, float)) and updated is not None:
+            eta = round(max(0.0, left - (dt.datetime.now(dt.timezone.utc) - updated).total_seconds()), 1)
+    return {"queue_position": position, "estimated_start_at": start, "eta_seconds": eta}
+
+
 def job_json(job: Job) -> dict[str, Any]:
     # One url_for per job, the rest by suffix: a page of 100 jobs built ~10 URLs each through the routing
     # map, 40% of the list's time. The suffixes are this blueprint's routes (tests check they resolve).
@@ -40,6 +58,7 @@ def job_json(job: Job) -> dict[str, Any]:
     return {
         "id": job.id,
         "kind": job.kind,
+        "name": job.name,
         "status": job.status,
         "progress": round(job.progress, 6),
         "step": job.step,
@@ -49,6 +68,7 @@ def job_json(job: Job) -> dict[str, Any]:
         "started_at": iso(job.started_at),
         "finished_at": iso(job.finished_at),
         "updated_at": iso(job.updated_at),
+        "artifacts_removed_at": iso(job.artifacts_removed_at),
         "params": job.params,
         "metrics": job.metrics,
         "outputs": outputs,
@@ -62,6 +82,9 @@ def job_json(job: Job) -> dict[str, Any]:
         "worker": job.worker_id,
         "cancel_requested": job.cancel_requested,
         "notices": job.notices,
+        "webhook": job.webhook,
+        "webhook_events": job.webhook_events or [],
+        **_timing(job),
         "urls": {
             "self": base,
             "page": f"/jobs/{job.id}",
@@ -69,6 +92,9 @@ def job_json(job: Job) -> dict[str, Any]:
             "retry": f"{base}/retry",
             "metrics": f"{base}/metrics",
             "events": f"{base}/events",
+            "stream": f"{base}/stream",
+            "webhooks": f"{base}/webhooks",
+            "outputs_zip": f"{base}/outputs.zip",
             **_model_urls((job.metrics or {}).get("model_id")),
         },
     }

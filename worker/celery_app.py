@@ -49,7 +49,11 @@ def celery_config(settings: Settings) -> dict[str, object]:
         # A pool child whose resident memory grew past the limit during a job (a big decode, a leak in a
         # library) is replaced once that job ends, so memory held after a job is given back.
         "worker_max_memory_per_child": settings.worker_max_memory_mb * 1024 or None,
-        "worker_send_task_events": False,
+        # Task events (sent, received, started, succeeded...) let Flower and `celery events` watch the
+        # workers. They go to the broker's event exchange (a Redis pub/sub channel: nothing is stored when
+        # no monitor listens) and are not job messages: the one-message-per-job count is unaffected.
+        "worker_send_task_events": not settings.embedded_broker,
+        "task_send_sent_event": not settings.embedded_broker,
         "enable_utc": True,
     }
     if settings.embedded_broker:

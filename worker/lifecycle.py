@@ -10,6 +10,7 @@ The node's main process (which never imports an engine or touches CUDA) runs the
 - recovers jobs whose lease expired (their process died): back to ``queued`` and re-sent, or failed
   after too many attempts;
 - sends queued jobs whose message was never sent or is missing (:mod:`worker.dispatch`);
+- sends webhook deliveries (:mod:`worker.webhooks`, its own thread);
 - on its way out, warm or cold (a second Ctrl-C, SIGQUIT, SIGTERM after the grace period: Celery's
   ``worker_shutdown`` does not fire then, so an ``atexit`` hook does the same), hands the jobs of its
   processes back to the queue without spending their attempt, and marks its processes stopped.
@@ -24,14 +25,26 @@ import socket
 import threading
 
 from celery import Celery
-from celery.signals import celeryd_init, worker_process_init, worker_process_shutdown, worker_ready, worker_shutdown
+from celery.signals import (
+    celeryd_init,
+    task_postrun,
+    task_prerun,
+    worker_process_init,
+    worker_process_shutdown,
+    worker_ready,
+    worker_shutdown,
+)
 
 from core.jobs import repository as repo
 from core.jobs.progress import TRANSIENT_DB_ERRORS
+from core.logging_setup import job_log_context, set_process_worker
 from core.models import Worker, utcnow
+from core.retention import PeriodicGc
 from core.services import Services, build_services
 from core.settings import Settings
 from worker.dispatch import Dispatcher
+from worker.threads import prefer_passive_waiting
+from worker.webhooks import WebhookSender
 
 log = logging.getLogger(__name__)
 
@@ -99,6 +112,7 @@ class WorkerMonitor(threading.Thread):
         self.app, self.services, self.node = app, services, node
         self.stopped = threading.Event()
         self.dispatcher = Dispatcher(app, services)
+        self.gc = PeriodicGc(services)  # retention every ATELIER_GC_INTERVAL (off by default)
         self._shut_down = threading.Lock()
         self._done = False
 
@@ -108,6 +122,7 @@ class WorkerMonitor(threading.Thread):
         for job_id in failed:
             log.warning("job %s failed: its worker stopped responding too many times", job_id)
         self.dispatcher.sweep(requeued)
+        self.gc.tick()
 
     def run(self) -> None:
         while True:
@@ -142,18 +157,31 @@ class WorkerMonitor(threading.Thread):
 def install(app: Celery, settings: Settings) -> None:
     """Connect the lifecycle hooks for a worker started from this process."""
     state: dict[str, object] = {}
+    # Before the pool forks and before any import of torch: see worker.threads.
+    applied = prefer_passive_waiting()
+    if applied:
+        log.info("OpenMP: %s (a busy neighbour core does not stall the job's threads)",
+                 ", ".join(f"{k}={v}" for k, v in applied.items()))
 
     def on_init(sender=None, **_kw):  # type: ignore[no-untyped-def]
         _node["name"] = str(sender)  # before the pool forks: the children inherit it
+        set_process_worker(str(sender))
 
     def on_ready(sender, **_kw):  # type: ignore[no-untyped-def]
         monitor = WorkerMonitor(app, build_services(settings), _node.get("name") or sender.hostname)
         monitor.start()
         state["monitor"] = monitor
+        hooks = WebhookSender(monitor.services)  # webhooks go out from here, never from a web request
+        hooks.start()
+        state["webhooks"] = hooks
+        atexit.register(hooks.stop)
         atexit.register(monitor.shutdown)  # cold shutdowns skip worker_shutdown
         log.info("worker %s ready on queues %s (device %s)", monitor.node, settings.queue, settings.device)
 
     def on_shutdown(**_kw):  # type: ignore[no-untyped-def]
+        hooks = state.get("webhooks")
+        if isinstance(hooks, WebhookSender):
+            hooks.stop()
         monitor = state.get("monitor")
         if isinstance(monitor, WorkerMonitor):
             monitor.shutdown()
@@ -161,6 +189,7 @@ def install(app: Celery, settings: Settings) -> None:
     def on_process_init(**_kw):  # type: ignore[no-untyped-def]
         from worker.tasks import worker_services
 
+        set_process_worker(process_id(node_name()))
         presence = ProcessPresence(worker_services(), process_id(node_name()))
         try:
             presence.register()
@@ -174,7 +203,23 @@ def install(app: Celery, settings: Settings) -> None:
         if isinstance(presence, ProcessPresence):
             presence.stop()
 
+    def on_task_prerun(task_id=None, args=None, **_kw):  # type: ignore[no-untyped-def]
+        # Celery's own lines about the task (its "succeeded in" line) carry the job too; the runner
+        # adds the attempt once it has claimed the job.
+        if args:
+            scope = job_log_context(str(args[0]), worker=process_id(node_name()))
+            scope.__enter__()
+            task_scopes[task_id] = scope
+
+    def on_task_postrun(task_id=None, **_kw):  # type: ignore[no-untyped-def]
+        scope = task_scopes.pop(task_id, None)
+        if scope is not None:
+            scope.__exit__(None, None, None)
+
+    task_scopes: dict[str, object] = {}
     celeryd_init.connect(on_init, weak=False)
+    task_prerun.connect(on_task_prerun, weak=False)
+    task_postrun.connect(on_task_postrun, weak=False)
     worker_ready.connect(on_ready, weak=False)
     worker_shutdown.connect(on_shutdown, weak=False)
     worker_process_init.connect(on_process_init, weak=False)

@@ -26,18 +26,20 @@ def worker_services() -> Services:
     return _services[1]
 
 
-def _configure_torch(threads: int) -> None:
-    """Per-task torch set-up; imported here so the worker's parent process never loads CUDA."""
-    if threads > 0:
-        import torch
+def configure_torch(threads: int) -> int:
+    """Per-task torch set-up; imported here so the worker's parent process never loads CUDA. Returns
+    the number of threads torch will use."""
+    import torch
 
+    if threads > 0:
         torch.set_num_threads(threads)
+    return torch.get_num_threads()
 
 
 @shared_task(name="atelier.run_job", ignore_result=True, acks_late=True, bind=True)
 def run_job_task(self, job_id: str) -> str:  # type: ignore[no-untyped-def]
     services = worker_services()
-    _configure_torch(services.settings.torch_threads)
+    configure_torch(services.settings.torch_threads)
     # Each pool child is its own worker: "<node>:<pid>" on the lease and every guarded write.
     worker_id = process_id(self.request.hostname or node_name())
     outcome = run_job(services, job_id, worker_id)

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING
 from sqlalchemy.exc import InterfaceError, OperationalError
 
 from core.engines.progress import Progress, TimeLimitExceeded
+from core.estimates import RateMeter
 from core.images import thumbnail_jpeg
 from core.jobs import repository as repo
 
@@ -30,6 +31,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from PIL import Image
 
     from core.services import Services
+    from core.webhooks import WebhookEmitter
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +67,8 @@ class JobProgress(Progress):
         self._pending_events: list[tuple[str, str]] = []
         self.lease_lost = threading.Event()  # set by the heartbeat when another worker owns the job
         self.cancel_seen = threading.Event()  # set by the heartbeat or by polling
+        self.webhooks: "WebhookEmitter | None" = None  # set by the runner for a job with a webhook
+        self.rate = RateMeter(clock())  # steps per second after warm-up: the ETA and the worker's speed record
 
     # -- Progress interface ---------------------------------------------------------------------
     def report(self, step: int, total: int, metrics: Mapping[str, float]) -> None:
@@ -72,6 +76,7 @@ class JobProgress(Progress):
         self._latest = (step, total, clean)
         self._points.extend((name, step, value) for name, value in clean.items())
         now = self.clock()
+        self.rate.add(step, now)
         if now >= self._retry_at and (now - self._last_write >= self.interval or step >= total):
             self.flush_progress()
 
@@ -101,6 +106,16 @@ class JobProgress(Progress):
         if self.deadline is not None and self.clock() > self.deadline:
             raise TimeLimitExceeded()
         super().check_cancel()
+
+    def timing(self, step: int, total: int) -> dict[str, float | None]:
+        """What the job page's ETA and the queue's estimates read (``metrics.timing``; a mapping, so the
+        page's table of values skips it): the smoothed rate over recent steps and the seconds left."""
+        rate, eta = self.rate.rate, self.rate.eta(step, total)
+        return {"steps_per_s": None if rate is None else round(rate, 4),
+                "eta_s": None if eta is None else round(eta, 1)}
+
+    def latest_step(self) -> int | None:
+        return self._latest[0] if self._latest else None
 
     def latest_metrics(self) -> dict[str, float]:
         return dict(self._latest[2]) if self._latest else {}
@@ -139,12 +154,13 @@ class JobProgress(Progress):
         if self._latest is None or not self.database_ok:
             return
         step, total, metrics = self._latest
+        stored = {**metrics, "timing": self.timing(step, total)}  # the row's; webhooks get the engine's values
         points = list(self._points)
         replace_from = None
         if points and self._first_points:
             replace_from = min(p[1] for p in points)
         ok = self._write(lambda: repo.update_progress(
-            self.services.sessions, self.job_id, self.worker_id, step=step, total=total, metrics=metrics,
+            self.services.sessions, self.job_id, self.worker_id, step=step, total=total, metrics=stored,
             points=points, replace_from=replace_from))
         if ok is None:  # not written: the points stay buffered for the next try
             return
@@ -153,6 +169,8 @@ class JobProgress(Progress):
             self._first_points = False
         if not ok:
             self.lease_lost.set()
+        else:
+            self.emit("progress", step, total, metrics)
         self._last_write = self.clock()
 
     def flush_preview(self) -> None:
@@ -171,6 +189,16 @@ class JobProgress(Progress):
             self._pending_preview = (step, lambda: image)  # stored; its row is written on a later try
             return
         self._last_preview = self.clock()
+
+    def emit(self, event: str, *args: object) -> None:
+        """Queue a webhook delivery of ``event`` (a row; :mod:`core.webhooks`). Failing to write it is
+        logged and never reaches the engine: a subscriber's event is not worth the job."""
+        if self.webhooks is None or not self.webhooks.wants(event):
+            return
+        try:
+            getattr(self.webhooks, event)(*args)
+        except Exception:
+            log.warning("job %s: could not queue the %s webhook", self.job_id, event, exc_info=True)
 
     def flush(self) -> None:
         """Write whatever is buffered: the newest progress and the newest preview."""

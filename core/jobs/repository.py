@@ -20,7 +20,7 @@ from typing import Any
 from sqlalchemy import and_, delete, func, or_, select, update
 from sqlalchemy.orm import Session, selectinload, sessionmaker
 
-from core.models import Job, JobEvent, JobFile, JobMetricPoint, Worker, utcnow
+from core.models import TERMINAL_STATUSES, Job, JobEvent, JobFile, JobMetricPoint, Worker, utcnow
 
 SessionFactory = sessionmaker[Session]
 #: The advisory lock key of the dispatch sweep (any constant; "atelier" in ASCII).
@@ -56,15 +56,24 @@ def job_by_idempotency_key(sf: SessionFactory, key: str) -> Job | None:
         return s.scalars(select(Job).options(selectinload(Job.files)).where(Job.idempotency_key == key)).first()
 
 
+#: What :func:`retry` answers for a job whose files retention removed.
+FILES_REMOVED = "files-removed"
+
+
 def retry(sf: SessionFactory, job_id: str) -> str | None:
     """``failed|canceled -> queued`` for another run: attempts start over, the error and the cancel flag
     are cleared; what the job kept in its work directory (a training's checkpoints) is kept. Returns the
-    status the job had (the caller tells a 409 from a success by it), None if there is no such job."""
+    status the job had (the caller tells a 409 from a success by it), None if there is no such job, or
+    :data:`FILES_REMOVED` when retention removed its inputs (nothing left to run)."""
     now = utcnow()
     with sf.begin() as s:
-        status = s.scalar(select(Job.status).where(Job.id == job_id))
+        row = s.execute(select(Job.status, Job.artifacts_removed_at).where(Job.id == job_id)).first()
+        status = row.status if row else None
+        if row is not None and row.artifacts_removed_at is not None:
+            return FILES_REMOVED
         if status in ("failed", "canceled"):
-            res = s.execute(update(Job).where(Job.id == job_id, Job.status == status)
+            res = s.execute(update(Job).where(Job.id == job_id, Job.status == status, Job.deleted_at.is_(None),
+                                              Job.artifacts_removed_at.is_(None))
                             .values(status="queued", attempt=0, error=None, cancel_requested=False,
                                     worker_id=None, lease_expires_at=None, finished_at=None, updated_at=now,
                                     dispatched_at=None)
@@ -88,14 +97,34 @@ def decode_cursor(cursor: str) -> tuple[dt.datetime, str]:
     return dt.datetime.fromisoformat(created), job_id
 
 
+def search_condition(text: str, kinds: Sequence[str] = ()) -> Any:
+    """Jobs a search box's ``text`` finds: a name containing it (any case), an id starting with it, the
+    status it names, or a kind whose name or title contains it (``kinds``: the caller resolves titles,
+    which live in the kind registry, not in rows). LIKE wildcards in the text are taken literally."""
+    needle = text.strip().lower()
+    like = needle.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    conditions = [func.lower(Job.name).like(f"%{like}%", escape="\\"), Job.id.like(f"{like}%", escape="\\"),
+                  Job.status == needle, Job.kind.like(f"%{like}%", escape="\\")]
+    if kinds:
+        conditions.append(Job.kind.in_(list(kinds)))
+    return or_(*conditions)
+
+
 def list_jobs(sf: SessionFactory, *, status: str | None = None, kind: str | None = None,
-              limit: int = 20, cursor: str | None = None) -> tuple[list[Job], str | None]:
-    """Newest first, keyset-paginated on ``(created_at, id)``; returns the page and the next cursor."""
-    q = select(Job).options(selectinload(Job.files)).order_by(Job.created_at.desc(), Job.id.desc())
+              limit: int = 20, cursor: str | None = None, search: str | None = None,
+              search_kinds: Sequence[str] = (), owner: str | None = None) -> tuple[list[Job], str | None]:
+    """Newest first, keyset-paginated on ``(created_at, id)``; returns the page and the next cursor.
+    ``search``: see :func:`search_condition`."""
+    q = (select(Job).options(selectinload(Job.files)).where(Job.deleted_at.is_(None))
+         .order_by(Job.created_at.desc(), Job.id.desc()))
+    if owner is not None:  # ``owner``: only that owner's jobs (a non-admin token); deleted jobs are never listed
+        q = q.where(Job.owner == owner)
     if status:
         q = q.where(Job.status == status)
     if kind:
         q = q.where(Job.kind == kind)
+    if search and search.strip():
+        q = q.where(search_condition(search, search_kinds))
     if cursor:
         created, job_id = decode_cursor(cursor)
         created_naive = created.astimezone(dt.timezone.utc)
@@ -107,9 +136,51 @@ def list_jobs(sf: SessionFactory, *, status: str | None = None, kind: str | None
     return rows, (encode_cursor(rows[-1]) if more and rows else None)
 
 
-def count_by_status(sf: SessionFactory) -> dict[str, int]:
+def rename_job(sf: SessionFactory, job_id: str, name: str | None) -> bool:
+    """Set (or clear, with ``None``) a job's name; False when there is no such job."""
+    with sf.begin() as s:
+        res = s.execute(update(Job).where(Job.id == job_id).values(name=name)
+                        .execution_options(synchronize_session=False))
+        return res.rowcount == 1
+
+
+def count_by_status(sf: SessionFactory, owner: str | None = None) -> dict[str, int]:
+    """Jobs per status, deleted ones left out; ``owner``: only that owner's."""
+    q = select(Job.status, func.count()).where(Job.deleted_at.is_(None)).group_by(Job.status)
+    if owner is not None:
+        q = q.where(Job.owner == owner)
     with sf() as s:
-        return {st: n for st, n in s.execute(select(Job.status, func.count()).group_by(Job.status))}
+        return {st: n for st, n in s.execute(q)}
+
+
+def mark_deleted(sf: SessionFactory, job_id: str) -> str | None:
+    """``deleted_at = now`` for a finished job, one guarded update (a job retried at the same moment is
+    either deleted first, and then not retried, or queued first, and then not deleted). Returns the
+    job's status (a terminal one: deleted now), ``"deleted"`` if it already was, None if no such job;
+    its files are the caller's to remove (:mod:`core.deletion`). The row stays as a tombstone."""
+    now = utcnow()
+    with sf.begin() as s:
+        res = s.execute(update(Job).where(Job.id == job_id, Job.status.in_(TERMINAL_STATUSES),
+                                          Job.deleted_at.is_(None))
+                        .values(deleted_at=now, updated_at=now, preview_path=None, preview_step=None)
+                        .execution_options(synchronize_session=False))
+        row = s.execute(select(Job.status, Job.deleted_at).where(Job.id == job_id)).first()
+        if row is None:
+            return None
+        if res.rowcount == 1:
+            s.execute(delete(JobFile).where(JobFile.job_id == job_id))
+            s.add(JobEvent(job_id=job_id, message="deleted: its inputs, outputs, previews and checkpoints are removed"))
+            return row.status
+        return "deleted" if row.deleted_at is not None else row.status
+
+
+def active_jobs(sf: SessionFactory, kinds: Sequence[str]) -> list[Job]:
+    """Queued and running jobs of ``kinds`` (to see which datasets/models they reference)."""
+    if not kinds:
+        return []
+    with sf() as s:
+        return list(s.scalars(select(Job).where(Job.status.in_(("queued", "running")), Job.kind.in_(list(kinds)))
+                              .order_by(Job.created_at)))
 
 
 # -- claiming and leases ----------------------------------------------------------------------------

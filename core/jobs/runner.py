@@ -7,6 +7,8 @@ ends as ``failed`` with a reason for the user; the traceback goes to the log; th
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import logging
 import re
 import sys
@@ -18,13 +20,16 @@ from pathlib import Path
 from typing import Any
 
 from core.engines.progress import Cancelled, TimeLimitExceeded
-from core.errors import AtelierError
+from core.errors import AtelierError, JobFailure
 from core.jobs import repository as repo
 from core.jobs.progress import RETRY_FIRST_SECONDS, RETRY_MAX_SECONDS, TRANSIENT_DB_ERRORS, JobProgress
 from core.kinds.context import InputFile, JobContext
 from core.kinds.registry import get_kind
+from core.logging_setup import bind_attempt, job_log_context
 from core.models import TERMINAL_STATUSES, Worker
 from core.services import Services
+from core.storage import WorkDir
+from core.webhooks import WebhookEmitter
 
 log = logging.getLogger(__name__)
 
@@ -44,22 +49,74 @@ class RunOutcome:
     error: str | None = None
 
 
-class StoredJobContext(JobContext):
-    """A :class:`JobContext` over the job row and storage."""
+@dataclass(frozen=True)
+class StoredInput:
+    """An input row of the job: where it is in storage (see :attr:`StoredJobContext.inputs`)."""
 
-    def __init__(self, services: Services, job_id: str, params: Mapping[str, Any], inputs: list[InputFile],
-                 progress: JobProgress) -> None:
+    role: str
+    name: str
+    content_type: str
+    key: str
+
+
+class StoredJobContext(JobContext):
+    """A :class:`JobContext` over the job row and storage.
+
+    Files reach the engines as local paths, fetched through the storage interface when first asked for:
+    inputs, datasets and models are local copies (the stored files themselves on the local backend,
+    downloads into this host's scratch space on an object store) that live until :meth:`close`; the work
+    directory is a :class:`core.storage.WorkDir` restored from storage, so an attempt on another host
+    continues from the checkpoints an earlier attempt synced (:meth:`persist_work`)."""
+
+    def __init__(self, services: Services, job_id: str, params: Mapping[str, Any], inputs: list[StoredInput],
+                 progress: JobProgress, owner: str | None = None) -> None:
         self.services = services
+        self.owner = owner  # written on what the job registers (a trained model), like on the job itself
         self.job_id = job_id
         self.params = params
-        self.inputs = inputs
+        self.stored_inputs = inputs
         self.progress = progress
         self.settings = services.settings
         self.device = services.settings.device
-        self.work_dir = services.storage.path(f"jobs/{job_id}/work")
-        self.work_dir.mkdir(parents=True, exist_ok=True)
         self.metrics: dict[str, Any] = {}
         self.warnings = []
+        self._copies = contextlib.ExitStack()
+        self._inputs: list[InputFile] | None = None
+        self._work: WorkDir | None = None
+
+    @property
+    def inputs(self) -> list[InputFile]:  # type: ignore[override]
+        if self._inputs is None:
+            local = []
+            storage, scratch = self.services.storage, self.services.scratch_dir
+            for f in self.stored_inputs:
+                try:
+                    path = self._copies.enter_context(storage.local_copy(f.key, scratch))
+                except FileNotFoundError:
+                    raise JobFailure(f"The input {f.name} is gone from storage (removed by retention or by hand); "
+                                     "submit the job again with its files.") from None
+                local.append(InputFile(role=f.role, name=f.name, content_type=f.content_type, path=path))
+            self._inputs = local
+        return self._inputs
+
+    @property
+    def work_dir(self) -> Path:  # type: ignore[override]
+        if self._work is None:
+            work = self.services.storage.work_dir(f"jobs/{self.job_id}/work", self.services.scratch_dir / "work")
+            work.restore()
+            self._work = work
+        return self._work.path
+
+    def persist_work(self, relative: str = "") -> None:
+        self.work_dir  # noqa: B018 - restored first, so a sync never removes what an earlier attempt stored
+        assert self._work is not None
+        self._work.sync(relative)
+
+    def close(self) -> None:
+        """Remove this attempt's local copies and scratch work directory (stored files stay)."""
+        self._copies.close()
+        if self._work is not None:
+            self._work.close()
 
     def save_output(self, name: str, data: bytes, content_type: str) -> None:
         name = safe_filename(name, "output")
@@ -68,6 +125,7 @@ class StoredJobContext(JobContext):
         _retrying(self.services, self.job_id, f"storing output {name}", lambda: repo.put_output(
             self.services.sessions, self.job_id, role="output", name=name, key=key, content_type=content_type,
             size=obj.size, sha256=obj.sha256))
+        self.progress.emit("output", name, content_type, obj.size, obj.sha256)
 
     def set_metrics(self, metrics: Mapping[str, Any]) -> None:
         self.metrics.update(metrics)
@@ -76,13 +134,14 @@ class StoredJobContext(JobContext):
         from core import resources
 
         return _retrying(self.services, self.job_id, f"looking up {table} {resource_id}",
-                         lambda: resources.local_path(self.services, table, resource_id))
+                         lambda: self._copies.enter_context(resources.local_copy(self.services, table, resource_id)))
 
     def register_model(self, name: str, kind: str, source_dir: Path, meta: Mapping[str, Any]) -> str:
         from core import resources
 
         model = _retrying(self.services, self.job_id, "registering the model", lambda: resources.add_model(
-            self.services, name=name, family=kind, source_dir=source_dir, meta=meta, source_job_id=self.job_id))
+            self.services, name=name, family=kind, source_dir=source_dir, meta=meta, source_job_id=self.job_id,
+            owner=self.owner))
         return model.id
 
 
@@ -110,8 +169,12 @@ class _Heartbeat(threading.Thread):
         super().__init__(name=f"lease-{job_id[:8]}", daemon=True)
         self.services, self.job_id, self.worker_id, self.progress = services, job_id, worker_id, progress
         self.stopped = threading.Event()
+        self._log_context = contextvars.copy_context()  # its log lines carry the job id and attempt
 
     def run(self) -> None:
+        self._log_context.run(self._beat)
+
+    def _beat(self) -> None:
         s = self.services.settings
         while not self.stopped.wait(s.heartbeat_seconds):
             try:
@@ -136,6 +199,13 @@ class _Heartbeat(threading.Thread):
 
 
 def run_job(services: Services, job_id: str, worker_id: str) -> RunOutcome:
+    """Run the job; every log line written meanwhile (ours, the engine's, a library's) carries its id,
+    attempt and worker (:mod:`core.logging_setup`)."""
+    with job_log_context(job_id, worker=worker_id):
+        return _run_job(services, job_id, worker_id)
+
+
+def _run_job(services: Services, job_id: str, worker_id: str) -> RunOutcome:
     sf = services.sessions
     settings = services.settings
     job = repo.get_job(sf, job_id)
@@ -149,30 +219,39 @@ def run_job(services: Services, job_id: str, worker_id: str) -> RunOutcome:
     if not repo.claim(sf, job_id, worker_id, settings.lease_seconds):
         log.info("job %s: not claimable (status %s); message ignored", job_id, job.status)
         return RunOutcome("skipped")
+    bind_attempt(job.attempt + 1)
 
     progress = JobProgress(services, job_id, worker_id, preview_every=settings.preview_every,
                            interval=settings.progress_interval,
                            time_limit=settings.time_limits.get(kind.name, kind.time_limit_s))
-    inputs = [InputFile(role=f.role, name=f.name, content_type=f.content_type, path=services.storage.path(f.path))
+    inputs = [StoredInput(role=f.role, name=f.name, content_type=f.content_type, key=f.path)
               for f in job.files if f.direction == "input"]
-    ctx = StoredJobContext(services, job_id, job.params, inputs, progress)
+    ctx = StoredJobContext(services, job_id, job.params, inputs, progress, owner=job.owner)
     heartbeat = _Heartbeat(services, job_id, worker_id, progress)
     heartbeat.start()
     repo.touch_worker(sf, worker_id, state="busy", current_job_id=job_id)
     repo.add_event(sf, job_id, f"attempt {job.attempt + 1} started on {worker_id}")
+    if job.webhook:  # rows for the job's webhook (start, progress, output); the worker node sends them
+        progress.webhooks = WebhookEmitter(services, job)
+        progress.emit("start", job.attempt + 1, worker_id)
     try:
         outcome = _execute(services, kind, ctx, progress, job_id, worker_id)
     finally:
         heartbeat.stopped.set()
         heartbeat.join(timeout=5)
+        ctx.close()
         repo.touch_worker(sf, worker_id, state="online", current_job_id=None, jobs_done=Worker.jobs_done + 1)
     return outcome
 
 
 def _execute(services: Services, kind: Any, ctx: StoredJobContext, progress: JobProgress, job_id: str,
              worker_id: str) -> RunOutcome:
+    started = time.perf_counter()
     try:
         kind.run(ctx)
+        # The kind's own wall time: what the job computed, as opposed to what the queue and the job
+        # bookkeeping cost around it (bench/queue_bench.py subtracts it from submit -> finished).
+        ctx.metrics["run_seconds"] = round(time.perf_counter() - started, 4)
     except TimeLimitExceeded:
         limit = _duration(progress.time_limit or 0)
         return _fail(services, progress, ctx, job_id, worker_id,
@@ -191,7 +270,31 @@ def _execute(services: Services, kind: Any, ctx: StoredJobContext, progress: Job
         reason = (f"The job stopped because of an internal error ({exc.__class__.__name__}). "
                   "The worker log has the details; please report it if it happens again.")
         return _fail(services, progress, ctx, job_id, worker_id, reason)
-    return _conclude(services, progress, ctx, job_id, worker_id, "succeeded", "succeeded")
+    outcome = _conclude(services, progress, ctx, job_id, worker_id, "succeeded", "succeeded")
+    if outcome.status == "succeeded":
+        _record_speed(services, kind.name, ctx, progress, worker_id)
+    return outcome
+
+
+def _record_speed(services: Services, kind_name: str, ctx: StoredJobContext, progress: JobProgress,
+                  worker_id: str) -> None:
+    """The steady speed and fixed overhead of this attempt, for the next estimates (:mod:`core.estimates`).
+    Best effort: an estimate is never worth a job."""
+    from core import estimates
+
+    rate = progress.rate.steady_rate()
+    if rate is None:
+        return
+    steps = (progress.latest_step() or 0)
+    overhead = max(0.0, (progress.clock() - progress.rate.started) - steps / rate)
+    device = str(_merged(progress, ctx).get("device") or ctx.device or "cpu")
+    if device == "auto":
+        torch = sys.modules.get("torch")
+        device = "cuda" if torch is not None and torch.cuda.is_available() else "cpu"
+    try:
+        estimates.record_speed(services.sessions, worker_id, kind_name, device, ctx.params, rate, overhead)
+    except Exception:
+        log.warning("job %s: could not record the measured speed", ctx.job_id, exc_info=True)
 
 
 def _duration(seconds: float) -> str:

@@ -19,6 +19,7 @@ from typing import Any
 from sqlalchemy.exc import IntegrityError
 
 from core import resources
+from core.auth import Identity, can_see, owner_of_new_rows
 from core.errors import UserError, quote
 from core.images import FORMAT_TYPES, check_complete, oriented_size, probe_image
 from core.jobs import repository as repo
@@ -27,6 +28,7 @@ from core.kinds.base import JobKind, UploadInfo
 from core.kinds.registry import get_kind, job_kinds
 from core.models import PRIORITIES, Job, JobFile, new_id
 from core.services import Services
+from core.webhooks import validate_webhook
 
 
 @dataclass(frozen=True)
@@ -88,38 +90,52 @@ def validate_uploads(services: Services, kind: JobKind, uploads: Sequence[Upload
 
 #: What an Idempotency-Key may look like (what Stripe and the IETF draft allow, bounded).
 _IDEMPOTENCY_KEY = re.compile(r"^[\x21-\x7e]{1,255}$")
+#: Longest job name (the column is 255 wide).
+MAX_JOB_NAME = 255
 
 
-def request_hash(kind_name: Any, raw_params: Any, priority: str, uploads: Sequence[Upload]) -> str:
+def request_hash(kind_name: Any, raw_params: Any, priority: str, uploads: Sequence[Upload],
+                 name: str | None = None, webhook: Any = None) -> str:
     """What makes two submissions "the same request" for an Idempotency-Key: kind, parameters as sent,
-    priority, and every file's field, name and content."""
+    priority, the job's name (only when given, so older keys keep their hash), and every file's field,
+    name and content."""
     body = {"kind": kind_name, "params": raw_params, "priority": priority,
             "files": [[u.role, u.filename, hashlib.sha256(u.data).hexdigest()] for u in uploads]}
+    if name:
+        body["name"] = name
+    if webhook:  # (url, events) as sent; only when given, like the name
+        body["webhook"] = webhook
     return hashlib.sha256(json.dumps(body, sort_keys=True, default=str).encode()).hexdigest()
 
 
 def submit_idempotent(services: Services, idempotency_key: str | None, kind_name: Any,
                       raw_params: Mapping[str, Any] | None, uploads: Sequence[Upload], *,
-                      priority: str = "normal", form: bool = False) -> tuple[Job, bool]:
+                      priority: str = "normal", form: bool = False, name: str | None = None,
+                      webhook: Any = None, webhook_events: Any = None,
+                      identity: Identity | None = None) -> tuple[Job, bool]:
     """:func:`submit_job` under an ``Idempotency-Key``: the same key with the same request returns the job
     it created the first time (``created`` False) and stores nothing; the same key with a different
     request is a 409. Without a key, every call creates a job."""
     if idempotency_key is None:
-        return submit_job(services, kind_name, raw_params, uploads, form=form, priority=priority), True
+        return submit_job(services, kind_name, raw_params, uploads, form=form, priority=priority, name=name,
+                          webhook=webhook, webhook_events=webhook_events, identity=identity), True
     if not _IDEMPOTENCY_KEY.match(idempotency_key):
         raise UserError("Idempotency-Key must be 1 to 255 printable ASCII characters without spaces",
                         "Idempotency-Key", 400)
-    digest = request_hash(kind_name, raw_params, priority, uploads)
+    digest = request_hash(kind_name, raw_params, priority, uploads, name,
+                          [webhook, webhook_events] if webhook or webhook_events else None)
     for _ in range(2):  # the second round: another request with the same key won the race to insert
         existing = repo.job_by_idempotency_key(services.sessions, idempotency_key)
         if existing is not None:
-            if existing.request_hash != digest:
+            # Keys are unique across owners (one column): another owner's key is "used", never its job.
+            if existing.request_hash != digest or existing.owner != owner_of_new_rows(identity):
                 raise UserError("this Idempotency-Key was already used for a different request; use a new key "
                                 "for a new job", "Idempotency-Key", 409)
             return existing, False
         try:
             return submit_job(services, kind_name, raw_params, uploads, form=form, priority=priority,
-                              idempotency=(idempotency_key, digest)), True
+                              idempotency=(idempotency_key, digest), name=name, webhook=webhook,
+                              webhook_events=webhook_events, identity=identity), True
         except IntegrityError:
             continue
     raise UserError("this Idempotency-Key is being used by another request right now; retry", "Idempotency-Key",
@@ -128,11 +144,17 @@ def submit_idempotent(services: Services, idempotency_key: str | None, kind_name
 
 def submit_job(services: Services, kind_name: Any, raw_params: Mapping[str, Any] | None,
                uploads: Sequence[Upload], *, form: bool = False, priority: str = "normal",
-               idempotency: tuple[str, str] | None = None) -> Job:
+               idempotency: tuple[str, str] | None = None, name: str | None = None,
+               webhook: Any = None, webhook_events: Any = None, identity: Identity | None = None) -> Job:
     """Validate everything, store the inputs and insert the job as ``queued``. The caller enqueues it.
-    ``idempotency``: the client's key and the request's hash, stored with the job (unique key)."""
+    ``idempotency``: the client's key and the request's hash, stored with the job (unique key).
+    ``webhook``/``webhook_events``: where to POST the job's events (:mod:`core.webhooks`).
+    ``identity``: who submits (:mod:`core.auth`; None with auth off): the job's owner, and a dataset or model
+    it names must be one this identity can see (another owner's answers like a missing one)."""
     if priority not in PRIORITIES:
         raise UserError(f"priority must be one of {', '.join(PRIORITIES)}, got {quote(priority)}", "priority", 422)
+    job_name = clean_job_name(name)  # ``name`` is reused below for references and file names
+    hook_url, hook_events = validate_webhook(webhook, webhook_events)
     kind = resolve_kind(kind_name)
     if raw_params is not None and not isinstance(raw_params, Mapping):
         raise UserError("params must be a JSON object", "params", 422)
@@ -142,7 +164,7 @@ def submit_job(services: Services, kind_name: Any, raw_params: Mapping[str, Any]
         value = params.get(name)
         if value:
             row = resources.get(services, table + "s", str(value))
-            if row is None:
+            if row is None or not can_see(identity, row.owner):
                 raise UserError(f"{name}: there is no {table} with id {quote(value)}", name, 422)
             referenced[name] = row
     if kind.check_references is not None:
@@ -163,7 +185,9 @@ def submit_job(services: Services, kind_name: Any, raw_params: Mapping[str, Any]
             files.append(JobFile(direction="input", role=up.role, name=name, path=key, content_type=info.content_type,
                                  size=obj.size, sha256=hashlib.sha256(up.data).hexdigest()))
         job = Job(id=job_id, kind=kind.name, status="queued", params=params, total_steps=kind.total_steps(params),
-                  max_attempts=services.settings.max_attempts, priority=priority,
+                  max_attempts=services.settings.max_attempts, priority=priority, name=job_name,
+                  owner=owner_of_new_rows(identity),
+                  webhook=hook_url, webhook_events=hook_events,
                   idempotency_key=idempotency[0] if idempotency else None,
                   request_hash=idempotency[1] if idempotency else None,
                   notices=kind.notices(services.settings) if kind.notices else [])
@@ -176,6 +200,21 @@ def submit_job(services: Services, kind_name: Any, raw_params: Mapping[str, Any]
     return created
 
 
+def clean_job_name(name: Any) -> str | None:
+    """A job's name as stored: trimmed, at most :data:`MAX_JOB_NAME` characters, empty = none. Names are
+    labels for people (the list searches them), so control characters are refused rather than kept."""
+    if name is None:
+        return None
+    if not isinstance(name, str):
+        raise UserError("name must be a string", "name", 422)
+    name = " ".join(name.split())
+    if len(name) > MAX_JOB_NAME:
+        raise UserError(f"name is {len(name)} characters long; at most {MAX_JOB_NAME} are allowed", "name", 422)
+    if any(ord(c) < 32 or ord(c) == 127 for c in name):
+        raise UserError("name must not contain control characters", "name", 422)
+    return name or None
+
+
 def _unique(name: str, used: set[str]) -> str:
     candidate, n = name, 1
     while candidate in used:
@@ -183,3 +222,101 @@ def _unique(name: str, used: set[str]) -> str:
         candidate = f"{n}-{name}"
     used.add(candidate)
     return candidate
+
+
+# ---------------------------------------------------------------------------------------------------
+# Run again: the same kind, parameters and inputs, read from storage (nothing is uploaded again)
+# ---------------------------------------------------------------------------------------------------
+def original_filename(stored_name: str, role: str) -> str:
+    """The file name the client sent, from a stored input's name (``content-0-cat.png`` -> ``cat.png``)."""
+    prefix = re.match(rf"^(?:\d+-)?{re.escape(role)}-\d+-(?P<name>.+)$", stored_name)
+    return prefix.group("name") if prefix else stored_name
+
+
+def stored_inputs(services: Services, job: Job, keep: Sequence[str] | None = None) -> list[Upload]:
+    """A job's inputs as uploads, read through the storage interface (``keep``: only these stored names).
+    An input removed by retention or deletion is a :class:`UserError` naming it."""
+    out = []
+    for f in job.files:
+        if f.direction != "input" or (keep is not None and f.name not in keep):
+            continue
+        try:
+            data = services.storage.read_bytes(f.path)
+        except (FileNotFoundError, KeyError):
+            raise UserError(f"{f.role}: the input {f.name} of job {job.id} is no longer stored; choose the file "
+                            "again", f.role, 409) from None
+        out.append(Upload(role=f.role, filename=original_filename(f.name, f.role), data=data,
+                          content_type=f.content_type))
+    return out
+
+
+def rerun(services: Services, job_id: str, params_override: Mapping[str, Any] | None = None, *,
+          identity: Identity | None = None, name: str | None = None) -> Job:
+    """Submit a finished, failed or canceled job again: its kind, its parameters (``params_override``
+    replaces some), its priority, webhook and name, and its inputs copied from storage. The new job is
+    validated exactly as a new submission (the limits may have changed since). 404 for a job this
+    identity cannot see, 409 for one still queued or running."""
+    job = repo.get_job(services.sessions, job_id)
+    if job is None or not can_see(identity, job.owner) or job.deleted_at is not None:
+        raise UserError(f"there is no job with id {quote(job_id)}", "id", 404)
+    if job.status not in ("succeeded", "failed", "canceled"):
+        raise UserError(f"only a finished, failed or canceled job can run again; this one is {job.status}", "id", 409)
+    if params_override is not None and not isinstance(params_override, Mapping):
+        raise UserError("params must be a JSON object", "params", 422)
+    params = {**(job.params or {}), **(params_override or {})}
+    uploads = stored_inputs(services, job)
+    return submit_job(services, job.kind, params, uploads, priority=job.priority,
+                      name=job.name if name is None else name, webhook=job.webhook,
+                      webhook_events=job.webhook_events if job.webhook else None, identity=identity)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Every mistake of a form at once
+# ---------------------------------------------------------------------------------------------------
+def upload_errors(services: Services, kind: JobKind, uploads: Sequence[Upload]) -> list[dict[str, str]]:
+    """The mistakes in ``uploads`` (each file on its own, then the missing slots), as ``{field, error}``."""
+    errors: list[dict[str, str]] = []
+    for up in uploads:
+        try:
+            validate_uploads(services, kind, [up])
+        except UserError as exc:
+            if exc.field == up.role and not exc.message.startswith(f"{up.role}: a file is required"):
+                errors.append({"field": up.role, "error": exc.message})
+    roles = {up.role for up in uploads}
+    for spec in kind.inputs:
+        if spec.required and spec.role not in roles:
+            errors.append({"field": spec.role, "error": f"{spec.role}: a file is required ({spec.help})"})
+    if not errors:
+        try:
+            validate_uploads(services, kind, uploads)  # the limits over all files together
+        except UserError as exc:
+            errors.append({"field": exc.field or "", "error": exc.message})
+    return errors
+
+
+def valid_uploads(services: Services, kind: JobKind, uploads: Sequence[Upload]) -> list[Upload]:
+    """The uploads that pass on their own (what a form keeps across an error)."""
+    out = []
+    for up in uploads:
+        try:
+            validate_uploads(services, kind, [up])
+        except UserError as exc:
+            if exc.field == up.role and not exc.message.startswith(f"{up.role}: a file is required"):
+                continue
+        out.append(up)
+    return out
+
+
+def all_errors(services: Services, kind: JobKind, first: UserError, form: Mapping[str, Any],
+               uploads: Sequence[Upload]) -> UserError:
+    """``first`` (what :func:`submit_job` raised) with the mistakes it did not get to: a parameter error
+    stops it before the files are checked, and a file error comes after valid parameters only."""
+    errors = list(first.errors)
+    seen = {e.get("field") for e in errors}
+    try:
+        kind.schema.validate_form(form)
+    except UserError as exc:
+        errors += [e for e in exc.errors if e.get("field") not in seen]
+    seen = {e.get("field") for e in errors}
+    errors += [e for e in upload_errors(services, kind, uploads) if e.get("field") not in seen]
+    return UserError(first.message, first.field, first.status, errors=errors)

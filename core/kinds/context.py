@@ -68,6 +68,11 @@ class JobContext(abc.ABC):
         """Local directory of a registered dataset or model (see :mod:`core.resources`)."""
         raise NotImplementedError
 
+    def persist_work(self, relative: str = "") -> None:
+        """Make ``relative`` (a file or folder in :attr:`work_dir`; all of it for ``""``) durable where the
+        next attempt looks, which may be on another host (after each checkpoint, after the model is
+        registered). A plain local directory needs nothing: this default does nothing."""
+
     def register_model(self, name: str, kind: str, source_dir: Path, meta: Mapping[str, Any]) -> str:
         """Register a trained model from files in ``source_dir``; returns the new model id."""
         raise NotImplementedError

@@ -56,37 +56,45 @@ class TrainParams(KindParams):
     """What CycleGAN and pix2pix training share. The reference's names where they read well as CLI
     options; ``size`` is its ``crop_size``. Defaults are CycleGAN's; pix2pix overrides its own."""
 
-    dataset: str = param("", "Id of a registered dataset", cli=False)
-    name: str = param("", "Name of the model this job registers (default: the family and job id)")
+    dataset: str = param("", "Id of a registered dataset", label="Dataset", cli=False)
+    name: str = param("", "Name of the model this job registers (default: the family and job id)", label="Model name")
     # 128 rather than the reference's 256, so a default CycleGAN job finishes on a CPU worker.
     size: Int = param(128, "Side of the square crops the networks train on (the reference's crop_size); a "
                       "multiple of 4 for ResNet, of 128/256 for U-Net", label="Crop size", ge=16, le=1024)
     load_size: Int | None = param(None, "Images are scaled to this size before cropping (empty: 286/256 of the "
-                                  "crop size, as the reference's defaults)", advanced=True, ge=16, le=4096)
+                                  "crop size, as the reference's defaults)",
+                                  label="Load size", advanced=True, ge=16, le=4096)
     iterations: Int | None = param(None, f"Training iterations (batches); default {DEFAULT_ITERATIONS} when "
                                    "epochs is empty too", ge=1, le=10_000_000)
     epochs: Int | None = param(None, "Train for this many passes over the dataset instead of a number of "
                                "iterations", ge=1, le=100_000)
     batch_size: Int = param(1, "Images per iteration", ge=1, le=64)
     netG: Generator = param("resnet_9blocks", "Generator architecture", label="Generator")
-    ngf: Int = param(64, "Filters in the generator's first layer", advanced=True, ge=4, le=256)
+    ngf: Int = param(64, "Filters in the generator's first layer",
+                     label="Generator filters", advanced=True, ge=4, le=256)
     netD: Discriminator = param("basic", "Discriminator: basic (70x70 PatchGAN), n_layers (PatchGAN with "
                                 "n_layers_D), pixel (1x1)", label="Discriminator", advanced=True)
-    ndf: Int = param(64, "Filters in the discriminator's first layer", advanced=True, ge=4, le=256)
-    n_layers_D: Int = param(3, "Layers of the n_layers discriminator", advanced=True, ge=1, le=6)
-    norm: Norm = param("instance", "Normalisation in generator and discriminator", advanced=True)
+    ndf: Int = param(64, "Filters in the discriminator's first layer",
+                     label="Discriminator filters", advanced=True, ge=4, le=256)
+    n_layers_D: Int = param(3, "Layers of the n_layers discriminator",
+                            label="Discriminator layers", advanced=True, ge=1, le=6)
+    norm: Norm = param("instance", "Normalisation in generator and discriminator", label="Normalisation", advanced=True)
     dropout: bool = param(False, "Dropout (0.5) in the generator", advanced=True)
     gan_mode: GanMode = param("lsgan", "Adversarial loss: lsgan (least squares) or vanilla (cross-entropy)",
-                              advanced=True)
-    lr: Float = param(2e-4, "Adam learning rate", advanced=True, ge=1e-7, le=1.0)
-    beta1: Float = param(0.5, "Adam beta1", advanced=True, ge=0.0, le=0.999)
+                              label="Adversarial loss", advanced=True)
+    lr: Float = param(2e-4, "Adam learning rate", label="Learning rate", advanced=True, ge=1e-7, le=1.0)
+    beta1: Float = param(0.5, "Adam beta1", label="Adam β1", advanced=True, ge=0.0, le=0.999)
     lr_decay_fraction: Float = param(0.5, "Share of the run, at the end, over which the learning rate decays "
                                      "linearly to zero (the reference's n_epochs_decay / (n_epochs + "
-                                     "n_epochs_decay))", advanced=True, ge=0.0, le=1.0)
-    preprocess: PreprocessMode = param("resize_and_crop", "How training images become crops", advanced=True)
-    flip: bool = param(True, "Random horizontal flips (--no-flip turns them off)", advanced=True)
+                                     "n_epochs_decay))",
+                                     label="Learning-rate decay share", advanced=True, ge=0.0, le=1.0)
+    preprocess: PreprocessMode = param("resize_and_crop", "How training images become crops", label="Preprocessing",
+                                       advanced=True)
+    flip: bool = param(True, "Random horizontal flips (--no-flip turns them off)", label="Random flips",
+                       advanced=True)
     checkpoint_every: Int = param(250, "Save a checkpoint every N iterations (0: only at the end); a job "
-                                  "restarted after a crash continues from the newest", advanced=True, ge=0,
+                                  "restarted after a crash continues from the newest",
+                                  label="Checkpoint every", advanced=True, ge=0,
                                   le=10_000_000)
     seed: Int = param(0, "Seed of initialisation, data order and augmentation", advanced=True, ge=0, le=2**31 - 1)
     amp: Amp = param("auto", "Arithmetic: auto (bf16 where the CPU/GPU has bf16 units, else fp32 or fp16 with "
@@ -103,32 +111,36 @@ class TrainParams(KindParams):
 
 
 class CycleGANParams(TrainParams):
-    dataset: str = param("", "Id of a registered unpaired dataset", cli=False)
-    lambda_A: Float = param(10.0, "Weight of the cycle loss A->B->A", advanced=True, ge=0.0, le=1000.0)
-    lambda_B: Float = param(10.0, "Weight of the cycle loss B->A->B", advanced=True, ge=0.0, le=1000.0)
+    dataset: str = param("", "Id of a registered unpaired dataset", label="Dataset", cli=False)
+    lambda_A: Float = param(10.0, "Weight of the cycle loss A->B->A",
+                            label="Cycle weight A→B→A", advanced=True, ge=0.0, le=1000.0)
+    lambda_B: Float = param(10.0, "Weight of the cycle loss B->A->B",
+                            label="Cycle weight B→A→B", advanced=True, ge=0.0, le=1000.0)
     lambda_identity: Float = param(0.5, "Weight of the identity loss, relative to the cycle weights (0 turns it "
-                                   "off)", advanced=True, ge=0.0, le=100.0)
-    pool_size: Int = param(50, "Generated images kept for the discriminators (0: no history)", advanced=True,
+                                   "off)", label="Identity weight", advanced=True, ge=0.0, le=100.0)
+    pool_size: Int = param(50, "Generated images kept for the discriminators (0: no history)",
+                           label="Image pool size", advanced=True,
                            ge=0, le=1000)
 
 
 class Pix2PixParams(TrainParams):
-    dataset: str = param("", "Id of a registered paired dataset", cli=False)
+    dataset: str = param("", "Id of a registered paired dataset", label="Dataset", cli=False)
     # The reference's 256, the size its default U-Net-256 needs.
     size: Int = param(256, "Side of the square crops the networks train on (the reference's crop_size); a "
                       "multiple of 4 for ResNet, of 128/256 for U-Net", label="Crop size", ge=16, le=1024)
     netG: Generator = param("unet_256", "Generator architecture", label="Generator")
-    norm: Norm = param("batch", "Normalisation in generator and discriminator", advanced=True)
+    norm: Norm = param("batch", "Normalisation in generator and discriminator", label="Normalisation", advanced=True)
     dropout: bool = param(True, "Dropout (0.5) in the generator", advanced=True)
     gan_mode: GanMode = param("vanilla", "Adversarial loss: lsgan (least squares) or vanilla (cross-entropy)",
-                              advanced=True)
-    lambda_L1: Float = param(100.0, "Weight of the L1 loss to the target", label="Lambda L1", advanced=True,
+                              label="Adversarial loss", advanced=True)
+    lambda_L1: Float = param(100.0, "Weight of the L1 loss to the target", label="L1 weight", advanced=True,
                              ge=0.0, le=10000.0)
     direction: Direction = param("AtoB", "Which side is the input: AtoB or BtoA")
 
 
 class TranslateParams(KindParams):
-    model: str = param("", "Id of a registered model (the CLI also takes a model directory or a generator file)")
+    model: str = param("", "Id of a registered model (the CLI also takes a model directory or a generator file)",
+                       label="Model")
     direction: Literal["auto", "AtoB", "BtoA"] = param("auto", "AtoB or BtoA (auto: the model's only direction, "
                                                         "AtoB when it has both)")
     batch_size: Int = param(4, "Images per forward pass (images of similar size are batched)", advanced=True,
@@ -144,9 +156,10 @@ class ImportOptions(KindParams):
 
     name: str = param("", "Model name (default: the file name)")
     direction: Direction | None = param(None, "What the generator maps (default: BtoA for a *G_B* file, else AtoB)")
-    netG: Generator | None = param(None, "Expected architecture (empty: inferred from the file)")
-    ngf: Int | None = param(None, "Expected filters in the first layer (empty: inferred)", ge=1, le=1024)
-    norm: Norm | None = param(None, "Expected normalisation (empty: inferred)")
+    netG: Generator | None = param(None, "Expected architecture (empty: inferred from the file)", label="Generator")
+    ngf: Int | None = param(None, "Expected filters in the first layer (empty: inferred)", label="Generator filters",
+                            ge=1, le=1024)
+    norm: Norm | None = param(None, "Expected normalisation (empty: inferred)", label="Normalisation")
     dropout: bool | None = param(None, "Whether the generator has dropout layers (empty: inferred where the file "
                                  "shows it)")
 
@@ -231,7 +244,8 @@ def _run_training(family: str, ctx: "JobContext") -> None:
     check_train(params)
     opts = train_options(family, params)
     data = training_data(family, opts, root=ctx.resource_path("datasets", params["dataset"]))
-    result = train(opts, data, Path(ctx.work_dir) / "checkpoints", ctx.progress, device=_device(params, ctx))
+    result = train(opts, data, Path(ctx.work_dir) / "checkpoints", ctx.progress, device=_device(params, ctx),
+                   on_checkpoint=lambda _path: ctx.persist_work("checkpoints"))
     # Registration happens once even if this attempt dies after it and the job runs again.
     marker = Path(ctx.work_dir) / "registered_model.json"
     with tempfile.TemporaryDirectory(dir=ctx.work_dir) as tmp:
@@ -243,6 +257,7 @@ def _run_training(family: str, ctx: "JobContext") -> None:
             name = params["name"] or f"{family} {ctx.job_id[:8]}"
             model_id = ctx.register_model(name, family, model_dir, meta)
             marker.write_text(json.dumps({"model_id": model_id}))
+            ctx.persist_work(marker.name)
         for entry in meta["generators"].values():
             ctx.save_output(entry["file"], (model_dir / entry["file"]).read_bytes(), "application/octet-stream")
         ctx.save_output("model.json", (model_dir / "meta.json").read_bytes(), "application/json")

@@ -28,6 +28,9 @@ from core.engines.gan.pool import ImagePool
 from core.engines.gan.precision import Precision
 from core.engines.gan.preview import grid
 
+#: What the sample grid's tiles show, row by row (drawn above them).
+SAMPLE_LABELS = (("real A", "fake B", "reconstructed A"), ("real B", "fake A", "reconstructed B"))
+
 Tensor = torch.Tensor
 
 
@@ -124,8 +127,8 @@ class CycleGAN:
         return {k: t.detach().float() for k, t in losses.items()}
 
     def sample_grid(self):
-        """Row 1: real A, fake B, reconstructed A. Row 2: real B, fake A, reconstructed B."""
-        return grid(self._visuals)
+        """Row 1: real A, fake B, reconstructed A. Row 2: real B, fake A, reconstructed B (labelled)."""
+        return grid(self._visuals, labels=SAMPLE_LABELS)
 
     @torch.no_grad()
     def visualize(self, real_A: Tensor, real_B: Tensor):
@@ -142,7 +145,8 @@ class CycleGAN:
         finally:
             for n, m in zip(nets, modes):
                 n.train(m)
-        return grid([[real_A[i], fake_B[i], rec_A[i], real_B[i], fake_A[i], rec_B[i]] for i in range(real_A.shape[0])])
+        return grid([[real_A[i], fake_B[i], rec_A[i], real_B[i], fake_A[i], rec_B[i]] for i in range(real_A.shape[0])],
+                    labels=[SAMPLE_LABELS[0] + SAMPLE_LABELS[1]] * real_A.shape[0])
 
     def generators(self) -> dict[str, tuple[nn.Module, GeneratorSpec]]:
         return {"AtoB": (self.G_A, self.g_spec), "BtoA": (self.G_B, self.g_spec)}

@@ -23,6 +23,9 @@ from core.engines.gan.options import TrainOptions
 from core.engines.gan.precision import Precision
 from core.engines.gan.preview import grid
 
+#: What the sample grid's tiles show, row by row (drawn above them).
+SAMPLE_LABELS = ("input", "output", "target")
+
 Tensor = torch.Tensor
 
 
@@ -78,8 +81,8 @@ class Pix2Pix:
         return {k: t.detach().float() for k, t in losses.items()}
 
     def sample_grid(self):
-        """Input, output, target."""
-        return grid(self._visuals)
+        """Input, output, target (labelled)."""
+        return grid(self._visuals, labels=[SAMPLE_LABELS])
 
     @torch.no_grad()
     def visualize(self, real_A: Tensor, real_B: Tensor):
@@ -91,7 +94,8 @@ class Pix2Pix:
                 fake_B = self.G(real_A)
         finally:
             self.G.train(mode)
-        return grid([[real_A[i], fake_B[i], real_B[i]] for i in range(real_A.shape[0])])
+        return grid([[real_A[i], fake_B[i], real_B[i]] for i in range(real_A.shape[0])],
+                    labels=[SAMPLE_LABELS] * real_A.shape[0])
 
     def generators(self) -> dict[str, tuple[nn.Module, GeneratorSpec]]:
         return {self.opts.direction: (self.G, self.g_spec)}

@@ -143,10 +143,13 @@ def _fmt_eta(seconds: float) -> str:
 
 def train(opts: TrainOptions, data: TrainingData, checkpoint_dir: Path, progress: Progress | None = None,
           device: str = "auto", precision: Precision | None = None,
-          on_iteration: Callable[[int], None] | None = None, log_every_s: float = 30.0) -> TrainResult:
+          on_iteration: Callable[[int], None] | None = None, log_every_s: float = 30.0,
+          on_checkpoint: Callable[[Path], None] | None = None) -> TrainResult:
     """Train (or continue training) ``opts.family`` on ``data``; checkpoints go to ``checkpoint_dir``.
 
-    ``on_iteration(i)`` is called after each iteration (benchmarks and tests use it).
+    ``on_iteration(i)`` is called after each iteration (benchmarks and tests use it); ``on_checkpoint(path)``
+    after each checkpoint is complete on disk (the job layer copies it to storage, so a resume on another
+    host finds it).
     """
     progress = progress or Progress()
     precision = precision or choose_precision(resolve_device(device), opts.amp)
@@ -189,7 +192,9 @@ def train(opts: TrainOptions, data: TrainingData, checkpoint_dir: Path, progress
         state = {"format": CHECKPOINT_FORMAT, "options": opts.to_dict(), "data_fingerprint": fp,
                  "iteration": iteration, "epoch": epoch, "epoch_pos": pos, "model": model.state_dict(),
                  "rng": capture_rng(), "losses": dict(sink.last)}
-        save_checkpoint(checkpoint_dir, iteration, state)
+        saved = save_checkpoint(checkpoint_dir, iteration, state)
+        if on_checkpoint is not None:
+            on_checkpoint(saved)
 
     warmup = min(3, max(0, total - iteration - 1))
     start = time.perf_counter()

@@ -68,7 +68,8 @@ class StyleOptions(KindParams):
     pooling: Literal["max", "avg"] = param("max", "Pooling in VGG-19: max (standard) or avg (smoother)",
                                            advanced=True)
     schedule: str = param("auto", "Resolution schedule: auto, none, or coarse levels SCALE:STEPS,... (e.g. "
-                          "0.5:100 = 100 of the steps at half size first)", advanced=True)
+                          "0.5:100 = 100 of the steps at half size first)", label="Resolution schedule",
+                          advanced=True)
     precision: Literal["auto", "fp32", "bf16"] = param("auto", "Arithmetic of the network: auto (bf16 where the "
                                                        "hardware has bf16 matrix units), fp32 or bf16; the reported "
                                                        "loss is always fp32", advanced=True)
