@@ -225,7 +225,7 @@ def test_drill_7_a_poison_job_fails_after_the_attempt_cap_and_others_flow(drills
     assert final["status"] == "failed" and "stopped responding 3 times" in final["error"]
     assert kills == 3 and all(f["status"] == "succeeded" for f in finals)
     events = [e["message"] for e in drills.api.get(f"/api/v1/jobs/{poison['id']}/events").json()["events"]]
-    assert sum("stopped responding" in e for e in events) == 3, "each attempt's end is on the job page"
+    assert sum("stopped responding" in e for e in events) == 3, ("each attempt's end is on the job page", events)
 
 
 def test_drills_4_and_5_a_burst_of_submissions_then_a_backlog(drills: Drills) -> None:

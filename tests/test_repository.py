@@ -6,7 +6,7 @@ import datetime as dt
 import threading
 
 from core.jobs import repository as repo
-from core.models import Job, Worker, utcnow
+from core.models import Job, JobEvent, Worker, utcnow
 from core.services import Services
 
 
@@ -53,6 +53,10 @@ def test_expired_lease_can_be_claimed_again_and_old_owner_loses(any_services: Se
     assert repo.claim(sf, job.id, "dead", 30)
     assert not repo.claim(sf, job.id, "alive", 30, now=later(29)), "the lease has not expired yet"
     assert repo.claim(sf, job.id, "alive", 30, now=later(31))
+    # the first attempt's end is on the job page, as when the monitor recovers the job
+    with sf() as s:
+        events = [e.message for e in s.query(JobEvent).filter_by(job_id=job.id)]
+    assert events == ["attempt 1 of 3 ended: its worker stopped responding; alive took the job over"], events
     # the old worker's writes are refused: it no longer holds the job
     assert not repo.update_progress(sf, job.id, "dead", step=5, total=10)
     assert not repo.finish(sf, job.id, "dead", "succeeded")

@@ -187,23 +187,27 @@ def active_jobs(sf: SessionFactory, kinds: Sequence[str]) -> list[Job]:
 def claim(sf: SessionFactory, job_id: str, worker_id: str, lease_seconds: float, *,
           now: dt.datetime | None = None) -> bool:
     """Take the job for ``worker_id`` if it is queued, or running under an expired lease (its worker is
-    gone). One atomic UPDATE: exactly one claimant wins."""
+    gone). Each is one guarded UPDATE, so exactly one claimant wins; taking over from a gone worker
+    writes the same "attempt ended" event as the monitor's recovery, so every attempt's end is on the
+    job page whichever comes first (a re-delivered message or the monitor)."""
     now = now or utcnow()
+    values = dict(status="running", worker_id=worker_id, lease_expires_at=now + dt.timedelta(seconds=lease_seconds),
+                  attempt=Job.attempt + 1, started_at=func.coalesce(Job.started_at, now), updated_at=now, error=None)
+    claimable = (Job.id == job_id, Job.cancel_requested.is_(False), Job.attempt < Job.max_attempts)
     with sf.begin() as s:
-        res = s.execute(
-            update(Job)
-            .where(
-                Job.id == job_id,
-                Job.cancel_requested.is_(False),
-                Job.attempt < Job.max_attempts,
-                or_(Job.status == "queued", and_(Job.status == "running", Job.lease_expires_at < now)),
-            )
-            .values(status="running", worker_id=worker_id, lease_expires_at=now + dt.timedelta(seconds=lease_seconds),
-                    attempt=Job.attempt + 1, started_at=func.coalesce(Job.started_at, now), updated_at=now,
-                    error=None)
-            .execution_options(synchronize_session=False)
-        )
-        return res.rowcount == 1
+        res = s.execute(update(Job).where(*claimable, Job.status == "queued").values(**values)
+                        .execution_options(synchronize_session=False))
+        if res.rowcount == 1:
+            return True
+        res = s.execute(update(Job).where(*claimable, Job.status == "running", Job.lease_expires_at < now)
+                        .values(**values).execution_options(synchronize_session=False))
+        if res.rowcount != 1:
+            return False
+        attempt, max_attempts = s.execute(select(Job.attempt, Job.max_attempts).where(Job.id == job_id)).one()
+        s.add(JobEvent(job_id=job_id, level="warning",
+                       message=f"attempt {attempt - 1} of {max_attempts} ended: its worker stopped responding; "
+                               f"{worker_id} took the job over"))
+        return True
 
 
 def renew_lease(sf: SessionFactory, job_id: str, worker_id: str, lease_seconds: float, *,
