@@ -7,9 +7,11 @@ the newest revision, with a message that says which command to run.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from pathlib import Path
 
-from sqlalchemy import Engine, create_engine, event, inspect, text
+from sqlalchemy import Engine, create_engine, event, func, inspect, select, text
 from sqlalchemy.orm import Session, sessionmaker
 
 from core.errors import ConfigError
@@ -92,3 +94,22 @@ def require_migrated(engine: Engine) -> None:
             f"the database {engine.url.render_as_string(hide_password=True)} {state}, but this version needs "
             f"revision {head}. Run `atelier db upgrade` (with the same ATELIER_DATABASE_URL) first."
         )
+
+
+@contextlib.contextmanager
+def advisory_lock(engine: Engine, key: int) -> Iterator[bool]:
+    """One holder at a time across all processes: a PostgreSQL session advisory lock on its own
+    connection, held for the ``with`` block; yields False when another process holds it. SQLite serves
+    one host, whose single worker needs no lock (yields True)."""
+    if engine.dialect.name != "postgresql":
+        yield True
+        return
+    with engine.connect() as conn:
+        got = bool(conn.execute(select(func.pg_try_advisory_lock(key))).scalar())
+        conn.commit()
+        try:
+            yield got
+        finally:
+            if got:
+                conn.execute(select(func.pg_advisory_unlock(key)))
+                conn.commit()

@@ -35,7 +35,7 @@ from pathlib import Path
 
 from sqlalchemy import func, select, update
 
-from core import uploads
+from core import db, uploads
 from core.models import TERMINAL_STATUSES, Dataset, Job, Model, utcnow
 from core.services import Services
 from core.storage.base import ObjectInfo
@@ -236,23 +236,9 @@ def _tree_stats(entry: Path) -> tuple[dt.datetime, int, int]:
     return dt.datetime.fromtimestamp(newest, dt.timezone.utc), size, count
 
 
-@contextlib.contextmanager
-def gc_lock(services: Services) -> Iterator[bool]:
-    """One retention run at a time across all workers (PostgreSQL advisory lock on its own connection;
-    SQLite serves one host). Yields False when another process holds it."""
-    engine = services.engine
-    if engine.dialect.name != "postgresql":
-        yield True
-        return
-    with engine.connect() as conn:
-        got = bool(conn.execute(select(func.pg_try_advisory_lock(GC_LOCK_KEY))).scalar())
-        conn.commit()
-        try:
-            yield got
-        finally:
-            if got:
-                conn.execute(select(func.pg_advisory_unlock(GC_LOCK_KEY)))
-                conn.commit()
+def gc_lock(services: Services) -> contextlib.AbstractContextManager[bool]:
+    """One retention run at a time across all workers (yields False when another process holds it)."""
+    return db.advisory_lock(services.engine, GC_LOCK_KEY)
 
 
 class PeriodicGc:

@@ -65,3 +65,20 @@ def test_downgrade_and_upgrade_round_trip(fresh_pg_url: str) -> None:
     engine.dispose()
     db.upgrade(fresh_pg_url)
     assert _drift(fresh_pg_url) == []
+
+
+def test_an_advisory_lock_has_one_holder_at_a_time(fresh_pg_url: str, tmp_path: Path) -> None:
+    """The dispatch sweep and retention runs rely on it: a second holder is refused until the first lets go."""
+    engine = db.make_engine(fresh_pg_url)
+    try:
+        with db.advisory_lock(engine, 4242) as first:
+            with db.advisory_lock(engine, 4242) as second, db.advisory_lock(engine, 4243) as other:
+                assert first and not second and other
+        with db.advisory_lock(engine, 4242) as again:
+            assert again
+    finally:
+        engine.dispose()
+    sqlite = db.make_engine(f"sqlite:///{tmp_path / 'l.db'}")
+    with db.advisory_lock(sqlite, 4242) as a, db.advisory_lock(sqlite, 4242) as b:
+        assert a and b  # one host, one worker: no lock needed
+    sqlite.dispose()

@@ -14,12 +14,13 @@ from __future__ import annotations
 import base64
 import contextlib
 import datetime as dt
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from sqlalchemy import and_, delete, func, or_, select, update
 from sqlalchemy.orm import Session, selectinload, sessionmaker
 
+from core import db
 from core.models import TERMINAL_STATUSES, Job, JobEvent, JobFile, JobMetricPoint, Worker, utcnow
 
 SessionFactory = sessionmaker[Session]
@@ -393,24 +394,9 @@ def forget_dispatch(sf: SessionFactory, job_id: str) -> None:
                   .execution_options(synchronize_session=False))
 
 
-@contextlib.contextmanager
-def sweep_lock(sf: SessionFactory) -> Iterator[bool]:
-    """One dispatch sweep at a time across all workers: a PostgreSQL session advisory lock, held on its
-    own connection for the sweep (yields False when another monitor holds it). SQLite serves one host,
-    whose single worker needs no lock."""
-    engine = sf.kw["bind"]
-    if engine.dialect.name != "postgresql":
-        yield True
-        return
-    with engine.connect() as conn:
-        got = bool(conn.execute(select(func.pg_try_advisory_lock(SWEEP_LOCK_KEY))).scalar())
-        conn.commit()
-        try:
-            yield got
-        finally:
-            if got:
-                conn.execute(select(func.pg_advisory_unlock(SWEEP_LOCK_KEY)))
-                conn.commit()
+def sweep_lock(sf: SessionFactory) -> contextlib.AbstractContextManager[bool]:
+    """One dispatch sweep at a time across all workers (yields False when another monitor holds it)."""
+    return db.advisory_lock(sf.kw["bind"], SWEEP_LOCK_KEY)
 
 
 def never_dispatched(sf: SessionFactory, *, created_before: dt.datetime, limit: int = 500) -> list[str]:
