@@ -161,6 +161,10 @@ def cmd_up(args: argparse.Namespace, settings: Settings) -> int:
     except KeyboardInterrupt:
         return 0
     finally:
+        # A second signal (a supervisor and its child both forwarding one) must not break the shutdown
+        # halfway; stopping the worker is bounded (5 s warm, then 15 s cold) anyway.
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
         log.info("stopping the worker")
         stop_worker()
 
