@@ -47,6 +47,7 @@ sys.path.insert(0, str(REPO))
 
 from tests.drills import PrivatePostgres, PrivateRedis  # noqa: E402
 from tests.stack import Proc, free_port, run_cli  # noqa: E402
+from tests.stack import wait_until as stack_wait_until  # noqa: E402
 
 TINY = {"size": 16, "steps": 1}
 RAW_QUEUE = "bench.raw"
@@ -68,20 +69,13 @@ def cpu_model() -> str:
     return from_cpuinfo()
 
 
+#: What the bench's predicates raise while a server is still starting (its plain http.client calls and
+#: their status assertions), passed to tests.stack.wait_until.
+STARTING_UP = (OSError, http.client.HTTPException, AssertionError, ValueError, KeyError)
+
+
 def wait_until(predicate: Any, timeout: float, what: str, procs: list[Proc] = ()) -> Any:  # type: ignore[assignment]
-    """Poll ``predicate`` until it is true (a server not listening yet is not an error)."""
-    deadline = time.monotonic() + timeout
-    last: Exception | None = None
-    while time.monotonic() < deadline:
-        try:
-            value = predicate()
-            if value:
-                return value
-        except (OSError, http.client.HTTPException, AssertionError, ValueError, KeyError) as exc:
-            last = exc
-        time.sleep(0.1)
-    logs = "\n".join(f"--- {p.log_path.name}\n{p.output()[-3000:]}" for p in procs)
-    raise AssertionError(f"timed out waiting for {what} ({last})\n{logs}")
+    return stack_wait_until(predicate, timeout, what, procs, transient=STARTING_UP)
 
 
 def pct(values: list[float], q: float) -> float:

@@ -79,7 +79,13 @@ def run_cli(args: list[str], env: dict[str, str], timeout: float = 120) -> subpr
                           text=True, timeout=timeout)
 
 
-def wait_until(predicate: Callable[[], Any], timeout: float, what: str, procs: list[Proc] = ()) -> Any:  # type: ignore[assignment]
+#: What a predicate may raise while a server is still starting (not listening, answering 503).
+STARTING_UP: tuple[type[Exception], ...] = (requests.RequestException, KeyError, ValueError)
+
+
+def wait_until(predicate: Callable[[], Any], timeout: float, what: str, procs: list[Proc] = (),  # type: ignore[assignment]
+               transient: tuple[type[Exception], ...] = STARTING_UP) -> Any:
+    """Poll ``predicate`` until it is true; ``transient`` errors count as "not yet"."""
     deadline = time.time() + timeout
     last_exc: Exception | None = None
     while time.time() < deadline:
@@ -87,7 +93,7 @@ def wait_until(predicate: Callable[[], Any], timeout: float, what: str, procs: l
             value = predicate()
             if value:
                 return value
-        except (requests.RequestException, KeyError, ValueError) as exc:
+        except transient as exc:
             last_exc = exc
         time.sleep(0.1)
     logs = "\n".join(f"--- {p.log_path.name}\n{p.output()[-3000:]}" for p in procs)
