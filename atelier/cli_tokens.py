@@ -57,7 +57,7 @@ def cmd_create(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _when(value: object) -> str:
-    from core.jobs.repository import as_utc
+    from core.models import as_utc
 
     v = as_utc(value)  # type: ignore[arg-type]
     return v.strftime("%Y-%m-%d %H:%M") if v else "-"

@@ -25,7 +25,7 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from core.errors import ConfigError, UserError
-from core.models import ApiToken, utcnow
+from core.models import ApiToken, as_utc, utcnow
 from core.settings import Settings, is_loopback
 
 TOKEN_PREFIX = "atl_"
@@ -130,8 +130,7 @@ def _live_identity(sf: SessionFactory, row: ApiToken) -> Identity | None:
     if row.revoked_at is not None:
         return None
     now = utcnow()
-    last = row.last_used_at if row.last_used_at is None or row.last_used_at.tzinfo else \
-        row.last_used_at.replace(tzinfo=dt.timezone.utc)
+    last = as_utc(row.last_used_at)
     if last is None or now - last > LAST_USED_RESOLUTION:
         with sf.begin() as s:
             s.execute(update(ApiToken).where(ApiToken.id == row.id).values(last_used_at=now)

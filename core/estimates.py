@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import func, or_, select, update
 
-from core.models import Job, Worker, utcnow
+from core.models import Job, Worker, as_utc, utcnow
 
 if TYPE_CHECKING:  # pragma: no cover
     from sqlalchemy.orm import Session, sessionmaker
@@ -237,14 +237,12 @@ def _remaining(sessions: "sessionmaker[Session]", job: Job, now: dt.datetime, ca
     if job.status == "running":
         eta = ((job.metrics or {}).get("timing") or {}).get("eta_s")
         if isinstance(eta, (int, float)) and eta >= 0:
-            updated = job.updated_at
-            if updated is not None and updated.tzinfo is None:
-                updated = updated.replace(tzinfo=dt.timezone.utc)
+            updated = as_utc(job.updated_at)
             since = (now - updated).total_seconds() if updated is not None else 0.0
             return max(0.0, float(eta) - max(0.0, since))
     est = estimate(sessions, job.kind, job.params or {}, cache).seconds or 0.0
     if job.status == "running" and job.started_at is not None:
-        started = job.started_at if job.started_at.tzinfo else job.started_at.replace(tzinfo=dt.timezone.utc)
+        started = as_utc(job.started_at)
         est = max(0.0, est - (now - started).total_seconds())
     return est
 

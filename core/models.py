@@ -23,6 +23,13 @@ def utcnow() -> dt.datetime:
     return dt.datetime.now(dt.timezone.utc)
 
 
+def as_utc(value: dt.datetime | None) -> dt.datetime | None:
+    """SQLite returns naive datetimes; every stored time is UTC."""
+    if value is None:
+        return None
+    return value if value.tzinfo else value.replace(tzinfo=dt.timezone.utc)
+
+
 def new_id() -> str:
     return str(uuid.uuid4())
 

@@ -36,7 +36,7 @@ from pathlib import Path
 from sqlalchemy import func, select, update
 
 from core import db, uploads
-from core.models import TERMINAL_STATUSES, Dataset, Job, Model, utcnow
+from core.models import TERMINAL_STATUSES, Dataset, Job, Model, as_utc, utcnow
 from core.services import Services
 from core.storage.base import ObjectInfo
 
@@ -93,12 +93,6 @@ def _size(n: int) -> str:
     return f"{n} B"  # pragma: no cover
 
 
-def _as_utc(value: dt.datetime | None) -> dt.datetime | None:
-    if value is None:
-        return None
-    return value if value.tzinfo else value.replace(tzinfo=dt.timezone.utc)
-
-
 def _group(infos: Iterator[ObjectInfo]) -> dict[str, list[ObjectInfo]]:
     """Objects by their ``<top>/<id>`` prefix (only under :data:`ROW_PREFIXES`)."""
     groups: dict[str, list[ObjectInfo]] = {}
@@ -151,7 +145,7 @@ def collect(services: Services, older_than: dt.timedelta, *, dry_run: bool = Fal
         top, row_id = prefix.split("/")
         if row_id in known.get(top, set()):
             continue
-        if max(_as_utc(o.modified) for o in objects) > young:  # a write in progress, or just done
+        if max(as_utc(o.modified) for o in objects) > young:  # a write in progress, or just done
             continue
         if not dry_run:
             with _rows_locked(services, top, row_id) as still_orphan:
@@ -160,14 +154,14 @@ def collect(services: Services, older_than: dt.timedelta, *, dry_run: bool = Fal
                 storage.delete_prefix(prefix)
         report.removals.append(Removal("orphan", prefix, sum(o.size for o in objects), len(objects)))
     for info in temps:
-        if _as_utc(info.modified) <= young:
+        if as_utc(info.modified) <= young:
             if not dry_run:
                 storage.delete(info.key)
             report.removals.append(Removal("temporary file", info.key, info.size, 1))
 
     # 3b. incomplete multipart uploads (object stores)
     for key, upload_id, started in getattr(storage, "incomplete_uploads", lambda: iter(()))():
-        if _as_utc(started) <= young:
+        if as_utc(started) <= young:
             if not dry_run:
                 storage.abort_upload(key, upload_id)  # type: ignore[attr-defined]
             report.removals.append(Removal("incomplete upload", key, 0, 1, upload_id=upload_id))

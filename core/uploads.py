@@ -21,7 +21,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from core.models import utcnow
+from core.models import as_utc, utcnow
 
 if TYPE_CHECKING:  # pragma: no cover
     from core.jobs.submit import Upload
@@ -75,9 +75,7 @@ def _manifest(services: "Services", token: str, owner: str | None,
         return None
     if manifest.get("owner") != owner:
         return None
-    created = dt.datetime.fromisoformat(manifest["created_at"])
-    if created.tzinfo is None:
-        created = created.replace(tzinfo=dt.timezone.utc)
+    created = as_utc(dt.datetime.fromisoformat(manifest["created_at"]))
     if ((now or utcnow()) - created).total_seconds() > KEEP_SECONDS:
         return None
     return manifest
@@ -129,7 +127,7 @@ def stale_tokens(services: "Services", now: dt.datetime | None = None, max_age_s
         parts = obj.key[len(PREFIX) + 1:].split("/", 1)
         if len(parts) != 2:
             continue
-        modified = obj.modified if obj.modified.tzinfo else obj.modified.replace(tzinfo=dt.timezone.utc)
+        modified = as_utc(obj.modified)
         if parts[0] not in newest or modified > newest[parts[0]]:
             newest[parts[0]] = modified
     return sorted(t for t, when in newest.items() if (now - when).total_seconds() > max_age_s)

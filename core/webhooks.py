@@ -44,7 +44,7 @@ from sqlalchemy import exists, func, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from core.errors import UserError, quote
-from core.models import TERMINAL_STATUSES, Job, WebhookDelivery, utcnow
+from core.models import TERMINAL_STATUSES, Job, WebhookDelivery, as_utc, utcnow
 from core.settings import Settings, is_loopback
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -214,10 +214,8 @@ def secret_for(services: "Services", owner: str | None) -> str | None:
 
 # -- payloads ---------------------------------------------------------------------------------------
 def _iso(value: dt.datetime | None) -> str | None:
-    if value is None:
-        return None
-    value = value if value.tzinfo else value.replace(tzinfo=dt.timezone.utc)
-    return value.astimezone(dt.timezone.utc).isoformat().replace("+00:00", "Z")
+    value = as_utc(value)
+    return value.astimezone(dt.timezone.utc).isoformat().replace("+00:00", "Z") if value else None
 
 
 def public_base(settings: Settings) -> str:

@@ -31,7 +31,7 @@ from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily, Met
 from prometheus_client.registry import Collector
 from sqlalchemy import ColumnElement, case, func, select
 
-from core.models import JOB_STATUSES, PRIORITIES, TERMINAL_STATUSES, Job, Worker
+from core.models import JOB_STATUSES, PRIORITIES, TERMINAL_STATUSES, Job, Worker, as_utc
 from core.services import Services
 from web.auth import is_admin
 
@@ -137,8 +137,7 @@ class TableCollector(Collector):
             n, oldest = rows.get(priority, (0, None))
             labels = [queue_for(self.queue, priority), priority]
             depth.add_metric(labels, n)
-            if oldest is not None and oldest.tzinfo is None:
-                oldest = oldest.replace(tzinfo=dt.timezone.utc)
+            oldest = as_utc(oldest)
             age.add_metric(labels, max((now - oldest).total_seconds(), 0.0) if oldest is not None else 0.0)
         return [depth, age]
 

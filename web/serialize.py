@@ -8,8 +8,7 @@ from urllib.parse import quote as _quote
 
 from flask import url_for
 
-from core.jobs.repository import as_utc
-from core.models import Dataset, Job, Model, Worker
+from core.models import Dataset, Job, Model, Worker, as_utc
 
 
 def iso(value: dt.datetime | None) -> str | None:

@@ -21,18 +21,11 @@ from sqlalchemy import and_, delete, func, or_, select, update
 from sqlalchemy.orm import Session, selectinload, sessionmaker
 
 from core import db
-from core.models import TERMINAL_STATUSES, Job, JobEvent, JobFile, JobMetricPoint, Worker, utcnow
+from core.models import TERMINAL_STATUSES, Job, JobEvent, JobFile, JobMetricPoint, Worker, as_utc, utcnow
 
 SessionFactory = sessionmaker[Session]
 #: The advisory lock key of the dispatch sweep (any constant; "atelier" in ASCII).
 SWEEP_LOCK_KEY = 0x6174656C696572
-
-
-def as_utc(value: dt.datetime | None) -> dt.datetime | None:
-    """SQLite returns naive datetimes; every stored time is UTC."""
-    if value is None:
-        return None
-    return value if value.tzinfo else value.replace(tzinfo=dt.timezone.utc)
 
 
 # -- creating and reading ---------------------------------------------------------------------------
