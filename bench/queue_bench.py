@@ -344,14 +344,16 @@ def queue_overhead(stack: Stack, n: int, raw_n: int, warm: int = 3) -> dict[str,
 
 
 # -- b. API --------------------------------------------------------------------------------------
-def _client_loop(args: tuple[str, int, float, list[str], int]) -> list[float]:
-    """One client process: requests back to back on one connection for ``duration`` seconds."""
-    op, port, duration, ids, seed = args
+def _client_loop(args: tuple[str, int, float, float, list[str], int]) -> list[float]:
+    """One client process: requests back to back on one connection for ``warmup`` seconds (not counted:
+    connections, server threads, per-process caches) and then ``duration`` seconds (counted)."""
+    op, port, warmup, duration, ids, seed = args
     client = Http(port)
     rng = random.Random(seed)
     body, ctype = multipart(TINY, seed)
     latencies = []
-    end = time.perf_counter() + duration
+    start = time.perf_counter()
+    counted, end = start + warmup, start + warmup + duration
     while True:
         t0 = time.perf_counter()
         if t0 >= end:
@@ -367,13 +369,19 @@ def _client_loop(args: tuple[str, int, float, list[str], int]) -> list[float]:
             ok = status == 200
         if not ok:
             raise AssertionError(f"{op}: HTTP {status}")
-        latencies.append(time.perf_counter() - t0)
+        if t0 >= counted:  # started after the warm-up
+            latencies.append(time.perf_counter() - t0)
     return latencies
 
 
+#: Seconds each load runs before it is counted (the same for the bare endpoint and for Atelier's).
+WARMUP_S = 2.0
+
+
 def load(port: int, op: str, clients: int, duration: float, ids: list[str] = ()) -> dict[str, Any]:  # type: ignore[assignment]
+    warmup = min(WARMUP_S, duration / 2)
     with mp.get_context("fork").Pool(clients) as pool:
-        results = pool.map(_client_loop, [(op, port, duration, list(ids), i) for i in range(clients)])
+        results = pool.map(_client_loop, [(op, port, warmup, duration, list(ids), i) for i in range(clients)])
     latencies = [x for r in results for x in r]
     return {"per_s": round(len(latencies) / duration, 1), "requests": len(latencies),
             "p50_ms": ms(statistics.median(latencies)), "p99_ms": ms(pct(latencies, 99))}

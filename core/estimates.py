@@ -25,9 +25,10 @@ from __future__ import annotations
 import datetime as dt
 import math
 import threading
+import time
 import weakref
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import func, or_, select, update
@@ -232,8 +233,9 @@ class RateMeter:
 # ---------------------------------------------------------------------------------------------------
 # The queue
 # ---------------------------------------------------------------------------------------------------
-def _remaining(sessions: "sessionmaker[Session]", job: Job, now: dt.datetime, cache: dict[Any, Any]) -> float:
-    """Seconds a job still needs: a running job from its ETA (or its estimate less its elapsed time)."""
+def _remaining(sessions: "sessionmaker[Session]", job: Any, now: dt.datetime, cache: dict[Any, Any]) -> float:
+    """Seconds a job still needs: a running job from its ETA (or its estimate less its elapsed time).
+    ``job``: a :class:`Job` or a row of its columns (kind, status, params, metrics, updated_at, started_at)."""
     if job.status == "running":
         eta = ((job.metrics or {}).get("timing") or {}).get("eta_s")
         if isinstance(eta, (int, float)) and eta >= 0:
@@ -259,24 +261,24 @@ def queue_info(sessions: "sessionmaker[Session]", job: Job, now: dt.datetime | N
                ) -> tuple[int | None, dt.datetime | None]:
     """(1-based position in the queue, estimated start) of a queued job; (None, None) otherwise.
 
-    The position is one indexed count. The start comes from a snapshot of the queue's work (the queued
-    jobs in service order with their estimates, the running jobs' remaining time, the live workers),
-    rebuilt only when the queue or the workers changed: a list of 100 queued jobs, or a program polling
-    a job, used to load and estimate up to 400 rows for every job it showed."""
+    Both come from a snapshot of the queue (the queued jobs in service order with their estimates, the
+    running jobs' remaining time, the live workers), shared by every request of the process and rebuilt
+    only when the queue or the workers changed, and at most once per :data:`SNAPSHOT_MIN_INTERVAL_S`: a
+    list of 100 queued jobs, or programs polling while a backlog drains, used to load and estimate up to
+    1000 rows for every job shown. A job the snapshot does not hold yet (submitted since) is counted."""
     if job.status != "queued":
         return None, None
     now = now or utcnow()
-    with sessions() as s:
-        ahead = s.scalar(select(func.count()).select_from(Job).where(
-            Job.status == "queued", Job.deleted_at.is_(None), Job.id != job.id, _ahead(job))) or 0
-        jobs_key = tuple(s.execute(select(func.count(), func.max(Job.updated_at))
-                                   .where(Job.status.in_(("queued", "running")))).one())
-        workers_key = tuple(s.execute(select(func.count(), func.max(Worker.last_seen_at))
-                                      .where(Worker.state.in_(("online", "busy")))).one())
-    snap = _queue_snapshot(sessions, (jobs_key, workers_key), now)
+    snap = _queue_snapshot(sessions, now)
+    index = snap.order.get(job.id)
+    if index is not None:
+        ahead = index
+    else:
+        with sessions() as s:
+            ahead = s.scalar(select(func.count()).select_from(Job).where(
+                Job.status == "queued", Job.deleted_at.is_(None), Job.id != job.id, _ahead(job))) or 0
     if snap.live == 0:
         return ahead + 1, None
-    index = snap.order.get(job.id)
     work_ahead = snap.work_before[index] if index is not None else snap.work_before[-1]
     n_ahead = index if index is not None else len(snap.order)
     # A free worker starts the job at once; otherwise the work ahead is shared among the workers.
@@ -287,6 +289,7 @@ def queue_info(sessions: "sessionmaker[Session]", job: Job, now: dt.datetime | N
 @dataclass(frozen=True)
 class _QueueSnapshot:
     key: tuple[Any, ...]
+    checked: float  # time.monotonic() when its key was last compared with the tables
     live: int  # workers online or busy
     running: int
     running_work: float  # seconds the running jobs still need
@@ -297,25 +300,47 @@ class _QueueSnapshot:
 _snapshots: "weakref.WeakKeyDictionary[Any, _QueueSnapshot]" = weakref.WeakKeyDictionary()
 _snapshots_lock = threading.Lock()
 QUEUE_SNAPSHOT_ROWS = 1000  # jobs further back are estimated as if at the snapshot's end
+#: A snapshot younger than this is used without looking at the tables: estimated starts may lag the
+#: queue by this much, while every poll of a queued job costs one indexed count instead of a rebuild
+#: (progress writes and heartbeats change the queue's key many times a second on a busy cluster).
+SNAPSHOT_MIN_INTERVAL_S = 1.0
 
 
-def _queue_snapshot(sessions: "sessionmaker[Session]", key: tuple[Any, ...], now: dt.datetime) -> _QueueSnapshot:
+def _queue_key(s: "Session") -> tuple[Any, ...]:
+    """What changes when the queue's work or the workers change, in one round trip."""
+    active = (Job.status.in_(("queued", "running")))
+    live = Worker.state.in_(("online", "busy"))
+    return tuple(s.execute(select(
+        select(func.count()).select_from(Job).where(active).scalar_subquery(),
+        select(func.max(Job.updated_at)).where(active).scalar_subquery(),
+        select(func.count()).select_from(Worker).where(live).scalar_subquery(),
+        select(func.max(Worker.last_seen_at)).where(live).scalar_subquery())).one())
+
+
+def _queue_snapshot(sessions: "sessionmaker[Session]", now: dt.datetime) -> _QueueSnapshot:
     with _snapshots_lock:
         cached = _snapshots.get(sessions)
-    if cached is not None and cached.key == key:
+    checked = time.monotonic()
+    if cached is not None and checked - cached.checked < SNAPSHOT_MIN_INTERVAL_S:
         return cached
+    # Only the columns an estimate reads: a full row load of 1000 jobs was most of a rebuild's time.
+    columns = (Job.id, Job.kind, Job.status, Job.params, Job.metrics, Job.updated_at, Job.started_at)
     with sessions() as s:
-        queued = list(s.scalars(select(Job).where(Job.status == "queued", Job.deleted_at.is_(None))
-                                .order_by((Job.priority == "high").desc(), Job.created_at, Job.id)
-                                .limit(QUEUE_SNAPSHOT_ROWS)))
-        running = list(s.scalars(select(Job).where(Job.status == "running").limit(200)))
-        live = s.scalar(select(func.count()).select_from(Worker).where(Worker.state.in_(("online", "busy")))) or 0
-    cache: dict[Any, Any] = {}
-    work_before = [0.0]
-    for j in queued:
-        work_before.append(work_before[-1] + _remaining(sessions, j, now, cache))
-    snap = _QueueSnapshot(key, live, len(running), sum(_remaining(sessions, j, now, cache) for j in running),
-                          {j.id: i for i, j in enumerate(queued)}, work_before)
+        key = _queue_key(s)
+        if cached is not None and cached.key == key:
+            snap = replace(cached, checked=checked)
+        else:
+            queued = s.execute(select(*columns).where(Job.status == "queued", Job.deleted_at.is_(None))
+                               .order_by((Job.priority == "high").desc(), Job.created_at, Job.id)
+                               .limit(QUEUE_SNAPSHOT_ROWS)).all()
+            running = s.execute(select(*columns).where(Job.status == "running").limit(200)).all()
+            cache: dict[Any, Any] = {}
+            work_before = [0.0]
+            for j in queued:
+                work_before.append(work_before[-1] + _remaining(sessions, j, now, cache))
+            snap = _QueueSnapshot(key, checked, int(key[2] or 0), len(running),
+                                  sum(_remaining(sessions, j, now, cache) for j in running),
+                                  {j.id: i for i, j in enumerate(queued)}, work_before)
     with _snapshots_lock:
         _snapshots[sessions] = snap
     return snap

@@ -117,7 +117,9 @@ def test_a_finished_job_records_its_speed_and_running_jobs_have_an_eta(services:
     assert est.basis == "measured" and est.seconds == pytest.approx(100 / record["units_per_s"] + record["overhead_s"])
 
 
-def test_queue_position_and_estimated_start(client, services: Services, echo_costs) -> None:  # type: ignore[no-untyped-def]
+def test_queue_position_and_estimated_start(client, services: Services, echo_costs,  # type: ignore[no-untyped-def]
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(estimates, "SNAPSHOT_MIN_INTERVAL_S", 0.0)  # every change seen at once
     first, second = submit_echo(services, steps=5), submit_echo(services, steps=5)
     urgent = submit_job(services, "echo", {"steps": 5}, [Upload("image", "in.png", png_bytes(8, 8), "image/png")],
                         priority="high")
@@ -170,6 +172,7 @@ def test_worker_threads_wait_passively_unless_the_operator_chose(tmp_path: Path)
 def test_the_queue_s_work_is_estimated_once_until_the_queue_changes(services: Services, echo_costs,  # type: ignore[no-untyped-def]
                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     """Reading many queued jobs (a list, a program polling) estimates the queue once, not once per job."""
+    monkeypatch.setattr(estimates, "SNAPSHOT_MIN_INTERVAL_S", 0.0)
     jobs = [submit_echo(services, steps=5) for _ in range(4)]
     add_worker(services, "w@h:1")
     calls = []
@@ -181,3 +184,29 @@ def test_the_queue_s_work_is_estimated_once_until_the_queue_changes(services: Se
         s.execute(update(Job).where(Job.id == jobs[0].id).values(status="running", started_at=utcnow(),
                                                                  updated_at=utcnow()))
     assert estimates.queue_info(services.sessions, jobs[3])[0] == 3 and len(calls) == 8  # rebuilt: 3 + 1
+
+
+def test_a_changing_queue_is_re_estimated_at_most_once_per_interval(services: Services, echo_costs,  # type: ignore[no-untyped-def]
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """Submits and progress writes change the queue many times a second under load; polls then reuse the
+    snapshot for SNAPSHOT_MIN_INTERVAL_S, while positions stay exact."""
+    clock = [1000.0]
+    monkeypatch.setattr(estimates.time, "monotonic", lambda: clock[0])
+    monkeypatch.setattr(estimates, "SNAPSHOT_MIN_INTERVAL_S", 1.0)
+    add_worker(services, "w@h:1")
+    jobs = [submit_echo(services, steps=5) for _ in range(3)]
+    calls = []
+    real = estimates._remaining
+    monkeypatch.setattr(estimates, "_remaining", lambda *a: calls.append(a[1].id) or real(*a))
+    assert estimates.queue_info(services.sessions, jobs[2])[0] == 3 and len(calls) == 3
+    later = [submit_echo(services, steps=5) for _ in range(2)]  # the queue changed...
+    clock[0] += 0.5
+    assert [estimates.queue_info(services.sessions, j)[0] for j in (*jobs, *later)] == [1, 2, 3, 4, 5]
+    assert len(calls) == 3  # ...but within the interval the snapshot is reused
+    clock[0] += 0.6
+    first_start = estimates.queue_info(services.sessions, later[1])[1]
+    assert len(calls) == 8 and first_start is not None  # past it: rebuilt once, all five estimated
+    estimates.queue_info(services.sessions, jobs[0])
+    clock[0] += 1.5
+    estimates.queue_info(services.sessions, jobs[0])  # unchanged queue: compared, not rebuilt
+    assert len(calls) == 8

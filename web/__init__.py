@@ -24,6 +24,8 @@ def create_app(settings: Settings | None = None, *, services: Services | None = 
     from web.metrics import install_metrics
     from web.security import install_security
     from web.deps import WebState
+    from web.job_cache import JobCache
+    from web.job_cache import install as install_job_cache
     from worker.celery_app import create_celery
 
     settings = settings or (services.settings if services else load_settings())
@@ -35,7 +37,9 @@ def create_app(settings: Settings | None = None, *, services: Services | None = 
     app.config["MAX_FORM_MEMORY_SIZE"] = MAX_TEXT_FIELD_BYTES
     app.config["MAX_FORM_PARTS"] = settings.max_form_parts
     app.json.sort_keys = False  # type: ignore[attr-defined]
-    app.extensions["atelier"] = WebState(services=services, celery=celery or create_celery(settings))
+    cache = JobCache(settings.resolved_database_url)
+    app.extensions["atelier"] = WebState(services=services, celery=celery or create_celery(settings), job_cache=cache)
+    install_job_cache(app, cache)  # this process's writes evict the jobs they changed
     app.register_blueprint(api.bp)
     app.register_blueprint(api_resources.bp)
     app.register_blueprint(health.bp)

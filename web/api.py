@@ -28,7 +28,7 @@ from web.auth import identity, is_admin
 from web.downloads import send_stored
 from web.openapi import openapi_spec
 from web.security import INLINE_IMAGE_TYPES, file_headers
-from web.serialize import iso, job_json, worker_json
+from web.serialize import iso, job_fixed_json, job_json, job_timing, worker_json
 from web.stream import waited
 from web.zipstream import zip_stream
 
@@ -213,9 +213,9 @@ def create_job():  # type: ignore[no-untyped-def]
     webhook, webhook_events = _submitted_webhook()
     job, created = submit_idempotent(deps.services(), key, kind, params, uploads, priority=priority,
                                      name=_submitted_name(), webhook=webhook, webhook_events=webhook_events,
-                                     identity=identity())
-    if created and deps.enqueue(job.id, job.priority):
-        job = _job_or_404(job.id)  # as recorded, with its dispatch
+                                     identity=identity(), dispatching=True)
+    if created:
+        deps.send_submitted_job(job)  # the row already counts the message: nothing to read back
     job, applied = waited(job, _job_or_404)  # Prefer: wait=N
     resp = jsonify(job_json(job))
     if applied:
@@ -231,12 +231,21 @@ def create_job():  # type: ignore[no-untyped-def]
 def _job_or_404(job_id: str, *, deleted_ok: bool = False):  # type: ignore[no-untyped-def]
     """The job, if the request's identity may see it (another owner's job is a 404, like a missing one);
     a deleted job is a 410 to its owner, saying when (``deleted_ok``: return the tombstone instead)."""
-    job = repo.get_job(deps.services().sessions, job_id)
+    return _visible(job_id, repo.get_job(deps.services().sessions, job_id), deleted_ok)
+
+
+def _visible(job_id: str, job: Any, deleted_ok: bool = False) -> Any:
     if job is None or not can_see(identity(), job.owner):
         raise UserError(f"there is no job with id {quote(job_id)}", "id", 404)
     if job.deleted_at is not None and not deleted_ok:
         raise UserError(f"job {job_id} was deleted at {iso(job.deleted_at)}; its files are gone", "id", 410)
     return job
+
+
+def _load_with_view(job_id: str) -> tuple[Any, dict[str, Any]]:
+    """What the job cache keeps: the job and the part of its JSON that only its row decides."""
+    job = repo.get_job(deps.services().sessions, job_id)
+    return job, job_fixed_json(job) if job is not None else {}
 
 
 @bp.get("/jobs")
@@ -290,8 +299,9 @@ def kinds_titled(search: str | None) -> list[str]:
 def get_job(job_id: str):  # type: ignore[no-untyped-def]
     """One job. With ``Prefer: wait=N`` (RFC 7240; N at most 60), the answer waits up to N seconds for the
     job to end, then gives the job as it is (``Preference-Applied: wait=N``)."""
-    job, applied = waited(_job_or_404(job_id), _job_or_404)
-    resp = jsonify(job_json(job))
+    cached, fixed = deps.job_cache().get(job_id, _load_with_view)  # unchanged since read: no query
+    job, applied = waited(_visible(job_id, cached), _job_or_404)
+    resp = jsonify({**fixed, **job_timing(job)} if job is cached else job_json(job))
     if applied:
         resp.headers["Preference-Applied"] = applied
     return resp
@@ -348,9 +358,8 @@ def rerun_job(job_id: str):  # type: ignore[no-untyped-def]
     unknown = sorted(set(body) - {"params", "name"})
     if unknown:
         raise UserError(f"unknown field {quote(unknown[0])}; a rerun takes params and name", unknown[0], 400)
-    job = rerun(deps.services(), job_id, override, identity=identity(), name=body.get("name"))
-    if deps.enqueue(job.id, job.priority):
-        job = _job_or_404(job.id)
+    job = rerun(deps.services(), job_id, override, identity=identity(), name=body.get("name"), dispatching=True)
+    deps.send_submitted_job(job)
     resp = jsonify(job_json(job))
     resp.status_code = 202
     resp.headers["Location"] = f"/api/v1/jobs/{job.id}"

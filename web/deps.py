@@ -9,7 +9,9 @@ from celery import Celery
 from flask import current_app
 
 from core.services import Services
-from worker.enqueue import dispatch_new_job
+from core.models import Job
+from web.job_cache import JobCache
+from worker.enqueue import dispatch_new_job, send_submitted
 
 EXAMPLES_DIR = Path(__file__).resolve().parent / "static" / "examples"
 
@@ -18,6 +20,7 @@ EXAMPLES_DIR = Path(__file__).resolve().parent / "static" / "examples"
 class WebState:
     services: Services
     celery: Celery
+    job_cache: JobCache
 
 
 def state() -> WebState:
@@ -28,9 +31,18 @@ def services() -> Services:
     return state().services
 
 
+def job_cache() -> JobCache:
+    return state().job_cache
+
+
 def enqueue(job_id: str, priority: str = "normal") -> bool:
     """Send a just-submitted job's message (recorded in its row for the workers' bookkeeping)."""
     return dispatch_new_job(state().celery, services().sessions, job_id, priority)
+
+
+def send_submitted_job(job: Job) -> bool:
+    """Send the message of a job submitted with ``dispatching=True`` (its row already counts it)."""
+    return send_submitted(state().celery, services().sessions, job)
 
 
 def example_styles() -> list[str]:

@@ -483,7 +483,7 @@ def _form_view(kind: JobKind):  # type: ignore[no-untyped-def]
         reused = stored_inputs(services, source, form.getlist("keep_input")) if source is not None else []
         uploads = files + kept + reused + examples
         job = submit_job(services, kind.name, form, uploads, form=True, identity=identity(),
-                         name=form.get(JOB_NAME_FIELD))
+                         name=form.get(JOB_NAME_FIELD), dispatching=True)
     except RequestEntityTooLarge:
         limit = services.settings.max_upload_mb
         return _render_form(kind, error=UserError(f"The upload is larger than the {limit} MB limit; "
@@ -503,7 +503,7 @@ def _form_view(kind: JobKind):  # type: ignore[no-untyped-def]
         return _render_form(kind, values=values, picked=picked, error=exc, submitted=True, kept=views,
                             hidden=hidden, had_files=dropped > 0, rerun_of=source, status=exc.status)
     kept_uploads.discard(services, form.get("kept_token") or None)
-    deps.enqueue(job.id, job.priority)  # when the broker is down the job stays queued and is re-sent by a worker
+    deps.send_submitted_job(job)  # when the broker is down the job stays queued and is sent by a worker
     return redirect(url_for("pages.job_page", job_id=job.id), code=303)
 
 
@@ -525,10 +525,10 @@ def rerun_job(job_id: str):  # type: ignore[no-untyped-def]
     if _job_or_404(job_id) is None:
         return _no_job(job_id)
     try:
-        job = rerun(deps.services(), job_id, identity=identity())
+        job = rerun(deps.services(), job_id, identity=identity(), dispatching=True)
     except UserError as exc:
         return render_template("not_found.html", what=exc.message, title="Not run again"), exc.status
-    deps.enqueue(job.id, job.priority)
+    deps.send_submitted_job(job)
     return redirect(url_for("pages.job_page", job_id=job.id), code=303)
 
 

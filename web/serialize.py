@@ -21,7 +21,7 @@ def quote_path(name: str) -> str:
     return _quote(name, safe="")
 
 
-def _timing(job: Job) -> dict[str, Any]:
+def job_timing(job: Job) -> dict[str, Any]:
     """Queue position and estimated start of a queued job; seconds left of a running one (its smoothed
     rate over recent steps, :mod:`core.estimates`), counted from its last progress write."""
     from core.estimates import queue_info
@@ -40,6 +40,13 @@ def _timing(job: Job) -> dict[str, Any]:
 
 
 def job_json(job: Job) -> dict[str, Any]:
+    """The job as the API shows it, now."""
+    return {**job_fixed_json(job), **job_timing(job)}
+
+
+def job_fixed_json(job: Job) -> dict[str, Any]:
+    """Everything of :func:`job_json` that depends only on the row: what the job cache keeps with a job
+    (:mod:`web.job_cache`); the queue position and times left are added at each request."""
     # One url_for per job, the rest by suffix: a page of 100 jobs built ~10 URLs each through the routing
     # map, 40% of the list's time. The suffixes are this blueprint's routes (tests check they resolve).
     base = url_for("api.get_job", job_id=job.id)
@@ -83,7 +90,7 @@ def job_json(job: Job) -> dict[str, Any]:
         "notices": job.notices,
         "webhook": job.webhook,
         "webhook_events": job.webhook_events or [],
-        **_timing(job),
+        "queue_position": None, "estimated_start_at": None, "eta_seconds": None,  # filled in by job_json
         "urls": {
             "self": base,
             "page": f"/jobs/{job.id}",

@@ -6,6 +6,8 @@ import logging
 
 from celery import Celery
 
+from core.models import Job
+
 from worker.celery_app import TASK_NAME, queue_for
 
 log = logging.getLogger(__name__)
@@ -34,3 +36,16 @@ def dispatch_new_job(app: Celery, sessions, job_id: str, priority: str = "normal
     except Exception:  # the message is out; a missing mark costs at most one harmless duplicate
         log.exception("job %s: sent, but could not record it", job_id)
     return True
+
+
+def send_submitted(app: Celery, sessions, job: Job) -> bool:  # type: ignore[no-untyped-def]
+    """Send the message of a job inserted with it already counted (``submit_job(..., dispatching=True)``):
+    one write per submit instead of two. When the broker is unreachable the count is undone (the job is
+    "never sent" again, which a worker's monitor sends) and False is returned."""
+    from core.jobs import repository as repo
+
+    if enqueue_job(app, job.id, job.priority):
+        return True
+    repo.forget_dispatch(sessions, job.id)
+    job.dispatched_at, job.dispatch_count = None, max(0, job.dispatch_count - 1)
+    return False

@@ -18,7 +18,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from sqlalchemy import and_, delete, func, or_, select, update
-from sqlalchemy.orm import Session, selectinload, sessionmaker
+from sqlalchemy.orm import Session, joinedload, selectinload, sessionmaker
 
 from core import db
 from core.models import TERMINAL_STATUSES, Job, JobEvent, JobFile, JobMetricPoint, Worker, as_utc, utcnow
@@ -30,19 +30,18 @@ SWEEP_LOCK_KEY = 0x6174656C696572
 
 # -- creating and reading ---------------------------------------------------------------------------
 def create_job(sf: SessionFactory, job: Job, files: Sequence[JobFile]) -> Job:
-    """Insert a job and its input files in one transaction."""
+    """Insert a job and its input files in one transaction. The returned job is complete as stored (its
+    files attached, defaults filled in), so a caller answers with it without reading it back."""
+    job.files = list(files)
     with sf.begin() as s:
         s.add(job)
-        s.flush()
-        for f in files:
-            f.job_id = job.id
-            s.add(f)
     return job
 
 
 def get_job(sf: SessionFactory, job_id: str) -> Job | None:
+    """One job with its files, in one round trip (a join: a status poll is the most frequent request)."""
     with sf() as s:
-        return s.scalar(select(Job).options(selectinload(Job.files)).where(Job.id == job_id))
+        return s.execute(select(Job).options(joinedload(Job.files)).where(Job.id == job_id)).unique().scalar()
 
 
 def job_by_idempotency_key(sf: SessionFactory, key: str) -> Job | None:

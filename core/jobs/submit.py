@@ -26,7 +26,7 @@ from core.jobs import repository as repo
 from core.jobs.runner import safe_filename
 from core.kinds.base import JobKind, UploadInfo
 from core.kinds.registry import get_kind, job_kinds
-from core.models import PRIORITIES, Job, JobFile, new_id
+from core.models import PRIORITIES, Job, JobFile, new_id, utcnow
 from core.services import Services
 from core.webhooks import validate_webhook
 
@@ -112,13 +112,14 @@ def submit_idempotent(services: Services, idempotency_key: str | None, kind_name
                       raw_params: Mapping[str, Any] | None, uploads: Sequence[Upload], *,
                       priority: str = "normal", form: bool = False, name: str | None = None,
                       webhook: Any = None, webhook_events: Any = None,
-                      identity: Identity | None = None) -> tuple[Job, bool]:
+                      identity: Identity | None = None, dispatching: bool = False) -> tuple[Job, bool]:
     """:func:`submit_job` under an ``Idempotency-Key``: the same key with the same request returns the job
     it created the first time (``created`` False) and stores nothing; the same key with a different
     request is a 409. Without a key, every call creates a job."""
     if idempotency_key is None:
         return submit_job(services, kind_name, raw_params, uploads, form=form, priority=priority, name=name,
-                          webhook=webhook, webhook_events=webhook_events, identity=identity), True
+                          webhook=webhook, webhook_events=webhook_events, identity=identity,
+                          dispatching=dispatching), True
     if not _IDEMPOTENCY_KEY.match(idempotency_key):
         raise UserError("Idempotency-Key must be 1 to 255 printable ASCII characters without spaces",
                         "Idempotency-Key", 400)
@@ -135,7 +136,7 @@ def submit_idempotent(services: Services, idempotency_key: str | None, kind_name
         try:
             return submit_job(services, kind_name, raw_params, uploads, form=form, priority=priority,
                               idempotency=(idempotency_key, digest), name=name, webhook=webhook,
-                              webhook_events=webhook_events, identity=identity), True
+                              webhook_events=webhook_events, identity=identity, dispatching=dispatching), True
         except IntegrityError:
             continue
     raise UserError("this Idempotency-Key is being used by another request right now; retry", "Idempotency-Key",
@@ -145,8 +146,13 @@ def submit_idempotent(services: Services, idempotency_key: str | None, kind_name
 def submit_job(services: Services, kind_name: Any, raw_params: Mapping[str, Any] | None,
                uploads: Sequence[Upload], *, form: bool = False, priority: str = "normal",
                idempotency: tuple[str, str] | None = None, name: str | None = None,
-               webhook: Any = None, webhook_events: Any = None, identity: Identity | None = None) -> Job:
+               webhook: Any = None, webhook_events: Any = None, identity: Identity | None = None,
+               dispatching: bool = False) -> Job:
     """Validate everything, store the inputs and insert the job as ``queued``. The caller enqueues it.
+    ``dispatching``: the caller sends the job's message right after this returns, so the row is inserted
+    with that message already counted (``dispatched_at``, ``dispatch_count`` 1) instead of a second write
+    after the send; a failed send undoes it (:func:`worker.enqueue.send_submitted`), and a process that
+    dies in between leaves a job the dispatch sweep finds missing from the broker and sends.
     ``idempotency``: the client's key and the request's hash, stored with the job (unique key).
     ``webhook``/``webhook_events``: where to POST the job's events (:mod:`core.webhooks`).
     ``identity``: who submits (:mod:`core.auth`; None with auth off): the job's owner, and a dataset or model
@@ -190,14 +196,12 @@ def submit_job(services: Services, kind_name: Any, raw_params: Mapping[str, Any]
                   webhook=hook_url, webhook_events=hook_events,
                   idempotency_key=idempotency[0] if idempotency else None,
                   request_hash=idempotency[1] if idempotency else None,
-                  notices=kind.notices(services.settings) if kind.notices else [])
-        repo.create_job(services.sessions, job, files)
+                  notices=kind.notices(services.settings) if kind.notices else [],
+                  dispatched_at=utcnow() if dispatching else None, dispatch_count=1 if dispatching else 0)
+        return repo.create_job(services.sessions, job, files)
     except BaseException:
         services.storage.delete_prefix(f"jobs/{job_id}")
         raise
-    created = repo.get_job(services.sessions, job_id)
-    assert created is not None
-    return created
 
 
 def clean_job_name(name: Any) -> str | None:
@@ -251,7 +255,7 @@ def stored_inputs(services: Services, job: Job, keep: Sequence[str] | None = Non
 
 
 def rerun(services: Services, job_id: str, params_override: Mapping[str, Any] | None = None, *,
-          identity: Identity | None = None, name: str | None = None) -> Job:
+          identity: Identity | None = None, name: str | None = None, dispatching: bool = False) -> Job:
     """Submit a finished, failed or canceled job again: its kind, its parameters (``params_override``
     replaces some), its priority, webhook and name, and its inputs copied from storage. The new job is
     validated exactly as a new submission (the limits may have changed since). 404 for a job this
@@ -267,7 +271,8 @@ def rerun(services: Services, job_id: str, params_override: Mapping[str, Any] | 
     uploads = stored_inputs(services, job)
     return submit_job(services, job.kind, params, uploads, priority=job.priority,
                       name=job.name if name is None else name, webhook=job.webhook,
-                      webhook_events=job.webhook_events if job.webhook else None, identity=identity)
+                      webhook_events=job.webhook_events if job.webhook else None, identity=identity,
+                      dispatching=dispatching)
 
 
 # ---------------------------------------------------------------------------------------------------

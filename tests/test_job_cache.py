@@ -1,0 +1,140 @@
+"""The web process's job cache (web/job_cache.py) on a real PostgreSQL: polls of an unchanged job read no
+table, and any change, by this process or another, is seen at once."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import create_engine, event, text
+
+from core import db
+from core.jobs.runner import run_job
+from core.services import Services, build_services
+from tests.conftest import RecordingCelery, make_settings, png_bytes
+from tests.fake_kind import echo_kind  # noqa: F401  (fixture)
+from tests.test_api import post
+from web.job_cache import JobCache
+
+
+@pytest.fixture()
+def pg_services(tmp_path: Path, fresh_pg_url: str) -> Iterator[Services]:
+    settings = make_settings(tmp_path, database_url=fresh_pg_url)
+    db.upgrade(settings.resolved_database_url)
+    services = build_services(settings)
+    yield services
+    services.close()
+
+
+@pytest.fixture()
+def pg_client(pg_services: Services, echo_kind):  # type: ignore[no-untyped-def]
+    from web import create_app
+
+    app = create_app(services=pg_services, celery=RecordingCelery())
+    app.config["TESTING"] = True
+    yield app.test_client()
+    app.extensions["atelier"].job_cache.close()
+
+
+def count_queries(services: Services) -> list[str]:
+    seen: list[str] = []
+    event.listen(services.engine, "before_cursor_execute", lambda *a: seen.append(a[2]))
+    return seen
+
+
+def wait_live(cache: JobCache) -> None:
+    deadline = time.monotonic() + 10
+    while not cache.live:
+        assert time.monotonic() < deadline, "the cache never started listening"
+        time.sleep(0.02)
+
+
+def test_an_unchanged_job_is_read_once_and_a_change_elsewhere_is_seen_at_once(pg_client, pg_services: Services) -> None:  # type: ignore[no-untyped-def]
+    job_id = post(pg_client, params={"steps": 2}, files={"image": ("a.png", png_bytes())}).get_json()["id"]
+    cache: JobCache = pg_client.application.extensions["atelier"].job_cache
+    pg_client.get(f"/api/v1/jobs/{job_id}")  # starts the listener
+    wait_live(cache)
+    first = pg_client.get(f"/api/v1/jobs/{job_id}").get_json()
+    queries = count_queries(pg_services)
+    for _ in range(5):
+        again = pg_client.get(f"/api/v1/jobs/{job_id}").get_json()
+    assert not [q for q in queries if "FROM jobs" in q and "job_files" in q], queries  # no job row read
+    assert again["status"] == first["status"] == "queued" and again["queue_position"] == 1
+    # Another process (here: a plain connection, like a worker's) finishes the job.
+    run_job(pg_services, job_id, "w")
+    other = create_engine(pg_services.settings.resolved_database_url)
+    with other.begin() as conn:
+        conn.execute(text("UPDATE jobs SET name = 'renamed by psql' WHERE id = :id"), {"id": job_id})
+    other.dispose()
+    deadline = time.monotonic() + 5
+    while True:
+        body = pg_client.get(f"/api/v1/jobs/{job_id}").get_json()
+        if body["name"] == "renamed by psql":
+            break
+        assert time.monotonic() < deadline, body
+        time.sleep(0.01)
+    assert body["status"] == "succeeded" and body["outputs"] and body["queue_position"] is None
+
+
+def test_this_process_s_own_write_is_read_back_without_waiting(pg_client) -> None:  # type: ignore[no-untyped-def]
+    cache: JobCache = pg_client.application.extensions["atelier"].job_cache
+    job_id = post(pg_client, params={"steps": 2}, files={"image": ("a.png", png_bytes())}).get_json()["id"]
+    pg_client.get(f"/api/v1/jobs/{job_id}")
+    wait_live(cache)
+    for name in ("one", "two", "three"):
+        assert pg_client.get(f"/api/v1/jobs/{job_id}").status_code == 200  # cached
+        assert pg_client.patch(f"/api/v1/jobs/{job_id}", json={"name": name}).status_code == 200
+        assert pg_client.get(f"/api/v1/jobs/{job_id}").get_json()["name"] == name
+    assert pg_client.post(f"/api/v1/jobs/{job_id}/cancel").status_code == 202
+    assert pg_client.get(f"/api/v1/jobs/{job_id}").get_json()["status"] == "canceled"
+
+
+def test_a_read_that_raced_a_change_is_not_kept_and_nothing_is_served_while_not_listening() -> None:
+    cache = JobCache("postgresql+psycopg://nobody@127.0.0.1:1/none")  # never connects: not live
+    loads: list[str] = []
+    cache._ensure_listener = lambda: None  # type: ignore[method-assign]
+    assert cache.get("a", lambda i: loads.append(i) or "v1") == "v1"
+    assert cache.get("a", lambda i: loads.append(i) or "v2") == "v2" and loads == ["a", "a"]  # bypassed
+    cache._set_live(True)
+    assert cache.get("a", lambda i: "v3") == "v3" and cache.get("a", lambda i: "v4") == "v3"  # kept
+    cache.evict("a")
+
+    def racing_load(job_id: str) -> str:
+        cache.evict(job_id)  # the notification of a change arrives while the old row is being read
+        return "old"
+
+    assert cache.get("a", racing_load) == "old"
+    assert cache.get("a", lambda i: "new") == "new"  # "old" was not kept
+    cache._set_live(False)  # the listener lost its connection: everything is dropped
+    assert cache.get("a", lambda i: "direct") == "direct"
+
+
+def test_sqlite_reads_the_table_every_time(tmp_path: Path) -> None:
+    cache = JobCache(f"sqlite:///{tmp_path}/x.db")
+    values = iter(["v1", "v2"])
+    assert not cache.enabled
+    assert cache.get("a", lambda i: next(values)) == "v1" and cache.get("a", lambda i: next(values)) == "v2"
+
+
+def test_the_listener_comes_back_after_the_database_drops_it(pg_client, pg_services: Services) -> None:  # type: ignore[no-untyped-def]
+    cache: JobCache = pg_client.application.extensions["atelier"].job_cache
+    job_id = post(pg_client, params={"steps": 2}, files={"image": ("a.png", png_bytes())}).get_json()["id"]
+    pg_client.get(f"/api/v1/jobs/{job_id}")
+    wait_live(cache)
+    admin = create_engine(pg_services.settings.resolved_database_url)
+    with admin.begin() as conn:  # what a database restart does to the LISTEN connection
+        killed = conn.execute(text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                                   "WHERE query LIKE 'LISTEN%' OR query = 'SELECT 1' AND pid <> pg_backend_pid()")).all()
+    assert killed
+    deadline = time.monotonic() + 5
+    while cache.live:  # noticed: bypassed until LISTEN is back
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    with admin.begin() as conn:  # a change made while nobody listened
+        conn.execute(text("UPDATE jobs SET name = 'while deaf' WHERE id = :id"), {"id": job_id})
+    admin.dispose()
+    assert pg_client.get(f"/api/v1/jobs/{job_id}").get_json()["name"] == "while deaf"
+    wait_live(cache)
+    assert pg_client.get(f"/api/v1/jobs/{job_id}").get_json()["name"] == "while deaf"
