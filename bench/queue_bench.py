@@ -10,8 +10,10 @@ a. **Queue overhead**: a tiny style-transfer job (16 px, 1 step) from the start 
    late acks, prefetch 1, prefork). Floors: overhead p50 at most 2x the raw round trip, and under 50 ms.
 b. **API**: submissions/s (multipart, two tiny images) and status reads/s (``GET /api/v1/jobs/{id}``) on
    PostgreSQL against ``atelier serve --workers W``, next to a bare Flask JSON endpoint served the same
-   way (same server, processes and threads), from a pool of client processes on keep-alive connections.
-   Floors: status reads at least half the bare endpoint's rate; at least 200 submissions/s.
+   way (same server, processes and threads), from a pool of client processes on keep-alive connections,
+   each load counted after a warm-up (:data:`WARMUP_S`). No worker runs meanwhile: the web server has the
+   machine (with PostgreSQL, Redis and the clients), as on a deployment's web host. Floors: status reads
+   at least half the bare endpoint's rate; at least 200 submissions/s.
 c. **Scaling**: 1, 2 and 4 worker processes (one node, ``--concurrency N``, one torch thread each) drain
    a backlog of small jobs: jobs/s from the first start to the last finish, and broker messages sent
    per job (``dispatch_count``; it must stay near 1 whatever the backlog).
@@ -184,13 +186,20 @@ class Stack:
                    90, f"worker {name}", self.procs)
         return proc
 
-    def node(self, concurrency: int) -> Proc:
+    def stop_nodes(self) -> None:
+        """Stop every worker node (the API is measured on a web server with the machine to itself, as in a
+        deployment where the workers run on their GPU hosts)."""
+        self.node(0)
+
+    def node(self, concurrency: int) -> Proc | None:
         """The worker node with ``concurrency`` processes, started if needed; any other node is stopped."""
         for n, proc in list(self.nodes.items()):
             if n != concurrency:
                 proc.stop()
                 self.procs.remove(proc)
                 del self.nodes[n]
+        if concurrency == 0:
+            return None
         if concurrency not in self.nodes:
             self.nodes[concurrency] = self.worker(f"n{concurrency}", concurrency)
         return self.nodes[concurrency]
@@ -424,6 +433,9 @@ def serve_bare(port: int, workers: int, threads: int) -> None:
 
 
 def api_rates(stack: Stack, clients: int, duration: float, web_workers: int, web_threads: int) -> dict[str, Any]:
+    # The web server alone: a worker computing the submitted jobs on these two cores would measure how
+    # the cores are shared, not the API (in a deployment the workers are on their GPU hosts).
+    stack.stop_nodes()
     submit = load(stack.port, "submit", clients, duration)
     # Status reads of the queued jobs just submitted (what a client polls while it waits), and of
     # finished ones (part a's): a queued job's answer includes its queue position and estimated start.

@@ -274,12 +274,19 @@ def queue_info(sessions: "sessionmaker[Session]", job: Job, now: dt.datetime | N
     if index is not None:
         ahead = index
     else:
+        # Submitted since the snapshot (a new job's own answer): the snapshot's jobs ahead of it, and a
+        # count of only the jobs submitted since (an index range); else a full count.
+        newer = snap.newest is not None and (as_utc(job.created_at) or now) > snap.newest
+        waiting = [Job.status == "queued", Job.deleted_at.is_(None), Job.id != job.id, _ahead(job)]
+        if newer:
+            waiting.append(Job.created_at > snap.newest)
         with sessions() as s:
-            ahead = s.scalar(select(func.count()).select_from(Job).where(
-                Job.status == "queued", Job.deleted_at.is_(None), Job.id != job.id, _ahead(job))) or 0
+            ahead = s.scalar(select(func.count()).select_from(Job).where(*waiting)) or 0
+        if newer:
+            ahead += snap.high if job.priority == "high" else len(snap.order)
     if snap.live == 0:
         return ahead + 1, None
-    work_ahead = snap.work_before[index] if index is not None else snap.work_before[-1]
+    work_ahead = snap.work_before[min(index, len(snap.work_before) - 1)] if index is not None else snap.work_before[-1]
     n_ahead = index if index is not None else len(snap.order)
     # A free worker starts the job at once; otherwise the work ahead is shared among the workers.
     wait = 0.0 if snap.running + n_ahead < snap.live else (snap.running_work + work_ahead) / snap.live
@@ -294,12 +301,16 @@ class _QueueSnapshot:
     running: int
     running_work: float  # seconds the running jobs still need
     order: dict[str, int]  # queued job id -> its index in service order
-    work_before: list[float]  # work_before[i]: seconds of the queued jobs before index i (len(order) + 1)
+    high: int  # how many of them are high priority (they come first)
+    newest: dt.datetime | None  # the latest submission time among them
+    work_before: list[float]  # work_before[i]: seconds of the first i queued jobs (up to QUEUE_SNAPSHOT_ROWS)
 
 
 _snapshots: "weakref.WeakKeyDictionary[Any, _QueueSnapshot]" = weakref.WeakKeyDictionary()
 _snapshots_lock = threading.Lock()
+_rebuilding = threading.Lock()  # held while one thread refreshes a snapshot
 QUEUE_SNAPSHOT_ROWS = 1000  # jobs further back are estimated as if at the snapshot's end
+QUEUE_ORDER_ROWS = 100_000  # positions are known this far back (ids only); a job further back is counted
 #: A snapshot younger than this is used without looking at the tables: estimated starts may lag the
 #: queue by this much, while every poll of a queued job costs one indexed count instead of a rebuild
 #: (progress writes and heartbeats change the queue's key many times a second on a busy cluster).
@@ -323,6 +334,18 @@ def _queue_snapshot(sessions: "sessionmaker[Session]", now: dt.datetime) -> _Que
     checked = time.monotonic()
     if cached is not None and checked - cached.checked < SNAPSHOT_MIN_INTERVAL_S:
         return cached
+    # One thread of the process refreshes it; the others answer from the one they have meanwhile (a
+    # request thread waiting for another's rebuild, or rebuilding it too, only adds latency).
+    if not _rebuilding.acquire(blocking=cached is None):
+        return cached  # type: ignore[return-value]
+    try:
+        return _refresh_snapshot(sessions, now, cached, checked)
+    finally:
+        _rebuilding.release()
+
+
+def _refresh_snapshot(sessions: "sessionmaker[Session]", now: dt.datetime, cached: _QueueSnapshot | None,
+                      checked: float) -> _QueueSnapshot:
     # Only the columns an estimate reads: a full row load of 1000 jobs was most of a rebuild's time.
     columns = (Job.id, Job.kind, Job.status, Job.params, Job.metrics, Job.updated_at, Job.started_at)
     with sessions() as s:
@@ -330,8 +353,14 @@ def _queue_snapshot(sessions: "sessionmaker[Session]", now: dt.datetime) -> _Que
         if cached is not None and cached.key == key:
             snap = replace(cached, checked=checked)
         else:
-            queued = s.execute(select(*columns).where(Job.status == "queued", Job.deleted_at.is_(None))
-                               .order_by((Job.priority == "high").desc(), Job.created_at, Job.id)
+            waiting = (Job.status == "queued", Job.deleted_at.is_(None))
+            in_order = ((Job.priority == "high").desc(), Job.created_at, Job.id)
+            rows = s.execute(select(Job.id, Job.priority, Job.created_at).where(*waiting).order_by(*in_order)
+                             .limit(QUEUE_ORDER_ROWS)).all()
+            order = {row.id: i for i, row in enumerate(rows)}
+            high = sum(1 for row in rows if row.priority == "high")
+            newest = max((as_utc(row.created_at) for row in rows), default=None)
+            queued = s.execute(select(*columns).where(*waiting).order_by(*in_order)
                                .limit(QUEUE_SNAPSHOT_ROWS)).all()
             running = s.execute(select(*columns).where(Job.status == "running").limit(200)).all()
             cache: dict[Any, Any] = {}
@@ -339,8 +368,8 @@ def _queue_snapshot(sessions: "sessionmaker[Session]", now: dt.datetime) -> _Que
             for j in queued:
                 work_before.append(work_before[-1] + _remaining(sessions, j, now, cache))
             snap = _QueueSnapshot(key, checked, int(key[2] or 0), len(running),
-                                  sum(_remaining(sessions, j, now, cache) for j in running),
-                                  {j.id: i for i, j in enumerate(queued)}, work_before)
+                                  sum(_remaining(sessions, j, now, cache) for j in running), order, high, newest,
+                                  work_before)
     with _snapshots_lock:
         _snapshots[sessions] = snap
     return snap

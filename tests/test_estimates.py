@@ -186,10 +186,12 @@ def test_the_queue_s_work_is_estimated_once_until_the_queue_changes(services: Se
     assert estimates.queue_info(services.sessions, jobs[3])[0] == 3 and len(calls) == 8  # rebuilt: 3 + 1
 
 
-def test_a_changing_queue_is_re_estimated_at_most_once_per_interval(services: Services, echo_costs,  # type: ignore[no-untyped-def]
+def test_a_changing_queue_is_re_estimated_at_most_once_per_interval(any_services: Services, echo_costs,  # type: ignore[no-untyped-def]
                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     """Submits and progress writes change the queue many times a second under load; polls then reuse the
-    snapshot for SNAPSHOT_MIN_INTERVAL_S, while positions stay exact."""
+    snapshot for SNAPSHOT_MIN_INTERVAL_S. A job submitted since the snapshot is placed behind it by a
+    count of the newer jobs only; a high-priority one goes before the normal ones."""
+    services = any_services
     clock = [1000.0]
     monkeypatch.setattr(estimates.time, "monotonic", lambda: clock[0])
     monkeypatch.setattr(estimates, "SNAPSHOT_MIN_INTERVAL_S", 1.0)
@@ -203,10 +205,14 @@ def test_a_changing_queue_is_re_estimated_at_most_once_per_interval(services: Se
     clock[0] += 0.5
     assert [estimates.queue_info(services.sessions, j)[0] for j in (*jobs, *later)] == [1, 2, 3, 4, 5]
     assert len(calls) == 3  # ...but within the interval the snapshot is reused
+    urgent = submit_job(services, "echo", {"steps": 5}, [Upload("image", "in.png", png_bytes(8, 8), "image/png")],
+                        priority="high")
+    assert estimates.queue_info(services.sessions, urgent)[0] == 1 and len(calls) == 3
+    assert estimates.queue_info(services.sessions, later[1])[0] == 6  # the urgent job went ahead of it
     clock[0] += 0.6
     first_start = estimates.queue_info(services.sessions, later[1])[1]
-    assert len(calls) == 8 and first_start is not None  # past it: rebuilt once, all five estimated
+    assert len(calls) == 9 and first_start is not None  # past it: rebuilt once, all six estimated
     estimates.queue_info(services.sessions, jobs[0])
     clock[0] += 1.5
     estimates.queue_info(services.sessions, jobs[0])  # unchanged queue: compared, not rebuilt
-    assert len(calls) == 8
+    assert len(calls) == 9

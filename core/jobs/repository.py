@@ -17,7 +17,7 @@ import datetime as dt
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import and_, delete, func, or_, select, update
+from sqlalchemy import and_, delete, func, insert, or_, select, update
 from sqlalchemy.orm import Session, joinedload, selectinload, sessionmaker
 
 from core import db
@@ -31,11 +31,34 @@ SWEEP_LOCK_KEY = 0x6174656C696572
 # -- creating and reading ---------------------------------------------------------------------------
 def create_job(sf: SessionFactory, job: Job, files: Sequence[JobFile]) -> Job:
     """Insert a job and its input files in one transaction. The returned job is complete as stored (its
-    files attached, defaults filled in), so a caller answers with it without reading it back."""
-    job.files = list(files)
+    files attached, every default filled in), so a caller answers with it without reading it back.
+
+    Two Core INSERTs rather than the ORM's unit of work, which was a fifth of a submit's CPU time for
+    three rows; the defaults come from the same column definitions the ORM would have used."""
+    for f in files:
+        f.job_id = job.id
     with sf.begin() as s:
-        s.add(job)
+        s.execute(insert(Job.__table__).values(_with_defaults(job)))
+        if files:
+            s.execute(insert(JobFile.__table__), [_with_defaults(f) for f in files])
+    job.files = list(files)
     return job
+
+
+def _with_defaults(row: Any) -> dict[str, Any]:
+    """A new ORM object's column values, its unset columns given their Python-side defaults (set on the
+    object too, as a flush would); an unset autoincrement key is left to the database."""
+    values = {}
+    for column in row.__table__.columns:
+        value = getattr(row, column.key)
+        if value is None and column.default is not None:
+            default = column.default
+            value = default.arg(None) if default.is_callable else default.arg  # type: ignore[attr-defined]
+            setattr(row, column.key, value)
+        if value is None and column.primary_key and column.autoincrement in (True, "auto"):
+            continue
+        values[column.key] = value
+    return values
 
 
 def get_job(sf: SessionFactory, job_id: str) -> Job | None:
@@ -178,11 +201,14 @@ def active_jobs(sf: SessionFactory, kinds: Sequence[str]) -> list[Job]:
 
 # -- claiming and leases ----------------------------------------------------------------------------
 def claim(sf: SessionFactory, job_id: str, worker_id: str, lease_seconds: float, *,
-          now: dt.datetime | None = None) -> bool:
+          now: dt.datetime | None = None, started_event: str | None = None) -> bool:
     """Take the job for ``worker_id`` if it is queued, or running under an expired lease (its worker is
     gone). Each is one guarded UPDATE, so exactly one claimant wins; taking over from a gone worker
     writes the same "attempt ended" event as the monitor's recovery, so every attempt's end is on the
-    job page whichever comes first (a re-delivered message or the monitor)."""
+    job page whichever comes first (a re-delivered message or the monitor).
+
+    ``started_event``: when the claim wins, the same transaction also marks the worker busy with the job
+    and records this event (one commit where a job's start used to take three)."""
     now = now or utcnow()
     values = dict(status="running", worker_id=worker_id, lease_expires_at=now + dt.timedelta(seconds=lease_seconds),
                   attempt=Job.attempt + 1, started_at=func.coalesce(Job.started_at, now), updated_at=now, error=None)
@@ -190,16 +216,20 @@ def claim(sf: SessionFactory, job_id: str, worker_id: str, lease_seconds: float,
     with sf.begin() as s:
         res = s.execute(update(Job).where(*claimable, Job.status == "queued").values(**values)
                         .execution_options(synchronize_session=False))
-        if res.rowcount == 1:
-            return True
-        res = s.execute(update(Job).where(*claimable, Job.status == "running", Job.lease_expires_at < now)
-                        .values(**values).execution_options(synchronize_session=False))
         if res.rowcount != 1:
-            return False
-        attempt, max_attempts = s.execute(select(Job.attempt, Job.max_attempts).where(Job.id == job_id)).one()
-        s.add(JobEvent(job_id=job_id, level="warning",
-                       message=f"attempt {attempt - 1} of {max_attempts} ended: its worker stopped responding; "
-                               f"{worker_id} took the job over"))
+            res = s.execute(update(Job).where(*claimable, Job.status == "running", Job.lease_expires_at < now)
+                            .values(**values).execution_options(synchronize_session=False))
+            if res.rowcount != 1:
+                return False
+            attempt, max_attempts = s.execute(select(Job.attempt, Job.max_attempts).where(Job.id == job_id)).one()
+            s.add(JobEvent(job_id=job_id, level="warning",
+                           message=f"attempt {attempt - 1} of {max_attempts} ended: its worker stopped responding; "
+                                   f"{worker_id} took the job over"))
+        if started_event is not None:
+            s.execute(update(Worker).where(Worker.id == worker_id)
+                      .values(last_seen_at=now, state="busy", current_job_id=job_id)
+                      .execution_options(synchronize_session=False))
+            s.add(JobEvent(job_id=job_id, message=started_event))
         return True
 
 
@@ -259,9 +289,11 @@ def set_preview(sf: SessionFactory, job_id: str, key: str, step: int) -> None:
 
 
 def finish(sf: SessionFactory, job_id: str, worker_id: str, status: str, *, error: str | None = None,
-           metrics: Mapping[str, Any] | None = None, add_notices: Sequence[str] = ()) -> bool:
+           metrics: Mapping[str, Any] | None = None, add_notices: Sequence[str] = (),
+           events: Sequence[tuple[str, str]] = ()) -> bool:
     """``running -> succeeded|failed|canceled``, only by the worker that holds the job. ``add_notices``
-    are appended to the job's notices (warnings found while it ran)."""
+    are appended to the job's notices (warnings found while it ran). ``events``: ``(level, message)``
+    rows recorded in the same transaction (the job's last words, in one commit)."""
     assert status in ("succeeded", "failed", "canceled")
     now = utcnow()
     values: dict[str, Any] = {"status": status, "error": error, "finished_at": now, "updated_at": now,
@@ -276,6 +308,8 @@ def finish(sf: SessionFactory, job_id: str, worker_id: str, status: str, *, erro
             values["notices"] = [*current, *(n for n in add_notices if n not in current)]
         res = s.execute(update(Job).where(Job.id == job_id, Job.status == "running", Job.worker_id == worker_id)
                         .values(**values).execution_options(synchronize_session=False))
+        for level, message in events:
+            s.add(JobEvent(job_id=job_id, message=message[:4000], level=level))
         return res.rowcount == 1
 
 

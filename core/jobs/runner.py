@@ -216,7 +216,8 @@ def _run_job(services: Services, job_id: str, worker_id: str) -> RunOutcome:
     if kind is None:
         repo.fail_unclaimable(sf, job_id, f"This server does not know the job kind {job.kind!r}.")
         return RunOutcome("failed", "unknown kind")
-    if not repo.claim(sf, job_id, worker_id, settings.lease_seconds):
+    if not repo.claim(sf, job_id, worker_id, settings.lease_seconds,
+                      started_event=f"attempt {job.attempt + 1} started on {worker_id}"):
         log.info("job %s: not claimable (status %s); message ignored", job_id, job.status)
         return RunOutcome("skipped")
     bind_attempt(job.attempt + 1)
@@ -229,8 +230,6 @@ def _run_job(services: Services, job_id: str, worker_id: str) -> RunOutcome:
     ctx = StoredJobContext(services, job_id, job.params, inputs, progress, owner=job.owner)
     heartbeat = _Heartbeat(services, job_id, worker_id, progress)
     heartbeat.start()
-    repo.touch_worker(sf, worker_id, state="busy", current_job_id=job_id)
-    repo.add_event(sf, job_id, f"attempt {job.attempt + 1} started on {worker_id}")
     if job.webhook:  # rows for the job's webhook (start, progress, output); the worker node sends them
         progress.webhooks = WebhookEmitter(services, job)
         progress.emit("start", job.attempt + 1, worker_id)
@@ -351,10 +350,8 @@ def _conclude(services: Services, progress: JobProgress, ctx: StoredJobContext, 
         if progress.lease_lost.is_set():
             return
         repo.finish(services.sessions, job_id, worker_id, status, metrics=_merged(progress, ctx),
-                    add_notices=ctx.warnings)
-        for warning in ctx.warnings:
-            repo.add_event(services.sessions, job_id, f"warning: {warning}", level="warning")
-        repo.add_event(services.sessions, job_id, event)
+                    add_notices=ctx.warnings,
+                    events=[*(("warning", f"warning: {w}") for w in ctx.warnings), ("info", event)])
 
     if not _durably(services, progress, f"the end of the job ({status})", record) or progress.lease_lost.is_set():
         _note_lost(services, job_id, worker_id)
@@ -381,8 +378,8 @@ def _merged(progress: JobProgress, ctx: StoredJobContext) -> dict[str, Any]:
 def _fail(services: Services, progress: JobProgress, ctx: StoredJobContext, job_id: str, worker_id: str,
           reason: str) -> RunOutcome:
     def record() -> None:
-        repo.finish(services.sessions, job_id, worker_id, "failed", error=reason, metrics=_merged(progress, ctx))
-        repo.add_event(services.sessions, job_id, f"failed: {reason}", level="error")
+        repo.finish(services.sessions, job_id, worker_id, "failed", error=reason, metrics=_merged(progress, ctx),
+                    events=[("error", f"failed: {reason}")])
 
     if not _durably(services, progress, "the failure", record):
         _note_lost(services, job_id, worker_id)
