@@ -31,7 +31,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import func, or_, select, update
+from sqlalchemy import bindparam, func, or_, select, update
 
 from core.models import Job, Worker, as_utc, utcnow
 
@@ -249,12 +249,20 @@ def _remaining(sessions: "sessionmaker[Session]", job: Any, now: dt.datetime, ca
     return est
 
 
-def _ahead(job: Job) -> Any:
-    """Queued jobs served before ``job``: high priority first, then in order of submission."""
-    before = or_(Job.created_at < job.created_at, (Job.created_at == job.created_at) & (Job.id < job.id))
-    if job.priority == "high":
-        return (Job.priority == "high") & before
-    return or_(Job.priority == "high", before)
+def _count_ahead(high: bool, since: bool) -> Any:
+    """The count of queued jobs served before a job, high priority first, then in order of submission
+    (bound parameters ``job_id``, ``created`` and, with
+    ``since``, only those submitted after ``since``): built once, so a poll neither builds nor compiles it."""
+    job_id, created = bindparam("job_id"), bindparam("created", type_=Job.created_at.type)
+    before = or_(Job.created_at < created, (Job.created_at == created) & (Job.id < job_id))
+    ahead = (Job.priority == "high") & before if high else or_(Job.priority == "high", before)
+    waiting = [Job.status == "queued", Job.deleted_at.is_(None), Job.id != job_id, ahead]
+    if since:
+        waiting.append(Job.created_at > bindparam("since", type_=Job.created_at.type))
+    return select(func.count()).select_from(Job).where(*waiting)
+
+
+_COUNT_AHEAD = {(high, since): _count_ahead(high, since) for high in (False, True) for since in (False, True)}
 
 
 def queue_info(sessions: "sessionmaker[Session]", job: Job, now: dt.datetime | None = None
@@ -277,11 +285,10 @@ def queue_info(sessions: "sessionmaker[Session]", job: Job, now: dt.datetime | N
         # Submitted since the snapshot (a new job's own answer): the snapshot's jobs ahead of it, and a
         # count of only the jobs submitted since (an index range); else a full count.
         newer = snap.newest is not None and (as_utc(job.created_at) or now) > snap.newest
-        waiting = [Job.status == "queued", Job.deleted_at.is_(None), Job.id != job.id, _ahead(job)]
-        if newer:
-            waiting.append(Job.created_at > snap.newest)
+        statement = _COUNT_AHEAD[(job.priority == "high", newer)]
+        params = {"job_id": job.id, "created": job.created_at, "since": snap.newest}
         with sessions() as s:
-            ahead = s.scalar(select(func.count()).select_from(Job).where(*waiting)) or 0
+            ahead = s.scalar(statement, params) or 0
         if newer:
             ahead += snap.high if job.priority == "high" else len(snap.order)
     if snap.live == 0:

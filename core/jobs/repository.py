@@ -37,8 +37,8 @@ def create_job(sf: SessionFactory, job: Job, files: Sequence[JobFile]) -> Job:
     three rows; the defaults come from the same column definitions the ORM would have used."""
     for f in files:
         f.job_id = job.id
-    with sf.begin() as s:
-        s.execute(insert(Job.__table__).values(_with_defaults(job)))
+    with sf.begin() as s:  # parameters passed apart from the statement: it is compiled once per process
+        s.execute(insert(Job.__table__), [_with_defaults(job)])
         if files:
             s.execute(insert(JobFile.__table__), [_with_defaults(f) for f in files])
     job.files = list(files)
