@@ -28,7 +28,7 @@ import threading
 import time
 import weakref
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import bindparam, func, or_, select, update
@@ -273,7 +273,8 @@ def queue_info(sessions: "sessionmaker[Session]", job: Job, now: dt.datetime | N
     running jobs' remaining time, the live workers), shared by every request of the process and rebuilt
     only when the queue or the workers changed, and at most once per :data:`SNAPSHOT_MIN_INTERVAL_S`: a
     list of 100 queued jobs, or programs polling while a backlog drains, used to load and estimate up to
-    1000 rows for every job shown. A job the snapshot does not hold yet (submitted since) is counted."""
+    1000 rows for every job shown. A job the snapshot does not hold yet (submitted since) is counted once
+    against it. Positions and starts are therefore as of the snapshot: at most a refresh interval old."""
     if job.status != "queued":
         return None, None
     now = now or utcnow()
@@ -281,9 +282,12 @@ def queue_info(sessions: "sessionmaker[Session]", job: Job, now: dt.datetime | N
     index = snap.order.get(job.id)
     if index is not None:
         ahead = index
+    elif job.id in snap.counted:
+        ahead = snap.counted[job.id]
     else:
         # Submitted since the snapshot (a new job's own answer): the snapshot's jobs ahead of it, and a
-        # count of only the jobs submitted since (an index range); else a full count.
+        # count of only the jobs submitted since (an index range); else a full count. Kept with the
+        # snapshot, so polls of the job until the next refresh count nothing.
         newer = snap.newest is not None and (as_utc(job.created_at) or now) > snap.newest
         statement = _COUNT_AHEAD[(job.priority == "high", newer)]
         params = {"job_id": job.id, "created": job.created_at, "since": snap.newest}
@@ -291,6 +295,8 @@ def queue_info(sessions: "sessionmaker[Session]", job: Job, now: dt.datetime | N
             ahead = s.scalar(statement, params) or 0
         if newer:
             ahead += snap.high if job.priority == "high" else len(snap.order)
+        if len(snap.counted) < QUEUE_ORDER_ROWS:
+            snap.counted[job.id] = ahead
     if snap.live == 0:
         return ahead + 1, None
     work_ahead = snap.work_before[min(index, len(snap.work_before) - 1)] if index is not None else snap.work_before[-1]
@@ -304,6 +310,7 @@ def queue_info(sessions: "sessionmaker[Session]", job: Job, now: dt.datetime | N
 class _QueueSnapshot:
     key: tuple[Any, ...]
     checked: float  # time.monotonic() when its key was last compared with the tables
+    valid_for: float  # seconds after ``checked`` it is used without looking (see SNAPSHOT_MAX_SHARE)
     live: int  # workers online or busy
     running: int
     running_work: float  # seconds the running jobs still need
@@ -311,6 +318,7 @@ class _QueueSnapshot:
     high: int  # how many of them are high priority (they come first)
     newest: dt.datetime | None  # the latest submission time among them
     work_before: list[float]  # work_before[i]: seconds of the first i queued jobs (up to QUEUE_SNAPSHOT_ROWS)
+    counted: dict[str, int] = field(default_factory=dict)  # jobs it does not hold: how many were ahead
 
 
 _snapshots: "weakref.WeakKeyDictionary[Any, _QueueSnapshot]" = weakref.WeakKeyDictionary()
@@ -322,6 +330,15 @@ QUEUE_ORDER_ROWS = 100_000  # positions are known this far back (ids only); a jo
 #: queue by this much, while every poll of a queued job costs one indexed count instead of a rebuild
 #: (progress writes and heartbeats change the queue's key many times a second on a busy cluster).
 SNAPSHOT_MIN_INTERVAL_S = 1.0
+#: ...and a refresh may take at most this share of a process's time: behind thousands of queued jobs a
+#: refresh takes tens of milliseconds, and the interval grows with it (0 above: every change at once).
+SNAPSHOT_MAX_SHARE = 0.02
+
+
+def _valid_for(refresh_seconds: float) -> float:
+    if not SNAPSHOT_MIN_INTERVAL_S:
+        return 0.0
+    return max(SNAPSHOT_MIN_INTERVAL_S, refresh_seconds / SNAPSHOT_MAX_SHARE)
 
 
 def _queue_key(s: "Session") -> tuple[Any, ...]:
@@ -339,7 +356,7 @@ def _queue_snapshot(sessions: "sessionmaker[Session]", now: dt.datetime) -> _Que
     with _snapshots_lock:
         cached = _snapshots.get(sessions)
     checked = time.monotonic()
-    if cached is not None and checked - cached.checked < SNAPSHOT_MIN_INTERVAL_S:
+    if cached is not None and checked - cached.checked < cached.valid_for:
         return cached
     # One thread of the process refreshes it; the others answer from the one they have meanwhile (a
     # request thread waiting for another's rebuild, or rebuilding it too, only adds latency).
@@ -355,10 +372,11 @@ def _refresh_snapshot(sessions: "sessionmaker[Session]", now: dt.datetime, cache
                       checked: float) -> _QueueSnapshot:
     # Only the columns an estimate reads: a full row load of 1000 jobs was most of a rebuild's time.
     columns = (Job.id, Job.kind, Job.status, Job.params, Job.metrics, Job.updated_at, Job.started_at)
+    started = time.perf_counter()
     with sessions() as s:
         key = _queue_key(s)
         if cached is not None and cached.key == key:
-            snap = replace(cached, checked=checked)
+            snap = replace(cached, checked=checked, valid_for=_valid_for(time.perf_counter() - started))
         else:
             waiting = (Job.status == "queued", Job.deleted_at.is_(None))
             in_order = ((Job.priority == "high").desc(), Job.created_at, Job.id)
@@ -374,9 +392,9 @@ def _refresh_snapshot(sessions: "sessionmaker[Session]", now: dt.datetime, cache
             work_before = [0.0]
             for j in queued:
                 work_before.append(work_before[-1] + _remaining(sessions, j, now, cache))
-            snap = _QueueSnapshot(key, checked, int(key[2] or 0), len(running),
-                                  sum(_remaining(sessions, j, now, cache) for j in running), order, high, newest,
-                                  work_before)
+            snap = _QueueSnapshot(key, checked, _valid_for(time.perf_counter() - started), int(key[2] or 0),
+                                  len(running), sum(_remaining(sessions, j, now, cache) for j in running), order,
+                                  high, newest, work_before)
     with _snapshots_lock:
         _snapshots[sessions] = snap
     return snap

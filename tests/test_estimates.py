@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from sqlalchemy import update
+from sqlalchemy import event, update
 
 from core import estimates
 from core.jobs import repository as repo
@@ -208,11 +208,22 @@ def test_a_changing_queue_is_re_estimated_at_most_once_per_interval(any_services
     urgent = submit_job(services, "echo", {"steps": 5}, [Upload("image", "in.png", png_bytes(8, 8), "image/png")],
                         priority="high")
     assert estimates.queue_info(services.sessions, urgent)[0] == 1 and len(calls) == 3
-    assert estimates.queue_info(services.sessions, later[1])[0] == 6  # the urgent job went ahead of it
+    queries = []
+    event.listen(services.engine, "before_cursor_execute", lambda *a: queries.append(a[2]))
+    assert estimates.queue_info(services.sessions, later[1])[0] == 5  # counted once against this snapshot...
+    assert queries == []  # ...so its polls until the next refresh ask the database nothing
     clock[0] += 0.6
-    first_start = estimates.queue_info(services.sessions, later[1])[1]
-    assert len(calls) == 9 and first_start is not None  # past it: rebuilt once, all six estimated
+    position, first_start = estimates.queue_info(services.sessions, later[1])
+    assert position == 6  # refreshed: the urgent job went ahead of it
+    assert len(calls) == 9 and first_start is not None  # rebuilt once, all six estimated
     estimates.queue_info(services.sessions, jobs[0])
     clock[0] += 1.5
     estimates.queue_info(services.sessions, jobs[0])  # unchanged queue: compared, not rebuilt
     assert len(calls) == 9
+
+
+def test_a_slow_refresh_is_repeated_less_often() -> None:
+    """Behind thousands of queued jobs a refresh takes tens of milliseconds: the snapshot then lives longer,
+    so refreshing never takes more than SNAPSHOT_MAX_SHARE of a web process."""
+    assert estimates._valid_for(0.001) == estimates.SNAPSHOT_MIN_INTERVAL_S == 1.0
+    assert estimates._valid_for(0.08) == pytest.approx(0.08 / estimates.SNAPSHOT_MAX_SHARE) == pytest.approx(4.0)

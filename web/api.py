@@ -28,7 +28,7 @@ from web.auth import identity, is_admin
 from web.downloads import send_stored
 from web.openapi import openapi_spec
 from web.security import INLINE_IMAGE_TYPES, file_headers
-from web.serialize import iso, job_fixed_json, job_json, job_timing, worker_json
+from web.serialize import fixed_json_prefix, iso, job_json, job_json_bytes, worker_json
 from web.stream import waited
 from web.zipstream import zip_stream
 
@@ -217,7 +217,7 @@ def create_job():  # type: ignore[no-untyped-def]
     if created:
         deps.send_submitted_job(job)  # the row already counts the message: nothing to read back
     job, applied = waited(job, _job_or_404)  # Prefer: wait=N
-    resp = jsonify(job_json(job))
+    resp = Response(job_json_bytes(fixed_json_prefix(job), job), mimetype="application/json")
     if applied:
         resp.headers["Preference-Applied"] = applied
     resp.status_code = 202 if created else 200
@@ -242,10 +242,10 @@ def _visible(job_id: str, job: Any, deleted_ok: bool = False) -> Any:
     return job
 
 
-def _load_with_view(job_id: str) -> tuple[Any, dict[str, Any]]:
-    """What the job cache keeps: the job and the part of its JSON that only its row decides."""
+def _load_with_view(job_id: str) -> tuple[Any, bytes]:
+    """What the job cache keeps: the job and the part of its JSON that only its row decides, encoded."""
     job = repo.get_job(deps.services().sessions, job_id)
-    return job, job_fixed_json(job) if job is not None else {}
+    return job, fixed_json_prefix(job) if job is not None else b""
 
 
 @bp.get("/jobs")
@@ -301,7 +301,10 @@ def get_job(job_id: str):  # type: ignore[no-untyped-def]
     job to end, then gives the job as it is (``Preference-Applied: wait=N``)."""
     cached, fixed = deps.job_cache().get(job_id, _load_with_view)  # unchanged since read: no query
     job, applied = waited(_visible(job_id, cached), _job_or_404)
-    resp = jsonify({**fixed, **job_timing(job)} if job is cached else job_json(job))
+    if job is cached:
+        resp = Response(job_json_bytes(fixed, job), mimetype="application/json")
+    else:
+        resp = jsonify(job_json(job))
     if applied:
         resp.headers["Preference-Applied"] = applied
     return resp

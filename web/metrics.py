@@ -215,12 +215,17 @@ class RequestMetrics:
             target = None  # values live in the files; the collector above reads every process's
         else:
             target = self.registry
+        self._children: dict[tuple[str, str, int], Any] = {}
         self.latency = Histogram("atelier_http_request_duration_seconds",
                                  "HTTP request latency by route (the URL rule, not the path)",
                                  ["method", "route", "status"], buckets=REQUEST_BUCKETS, registry=target)
 
     def observe(self, method: str, route: str, status: int, seconds: float) -> None:
-        self.latency.labels(method, route, str(status)).observe(seconds)
+        key = (method, route, status)
+        child = self._children.get(key)
+        if child is None:  # labels() validates and looks up its arguments on every call: once per key
+            child = self._children[key] = self.latency.labels(method, route, str(status))
+        child.observe(seconds)
 
 
 def install_metrics(app: Flask, services: Services, celery: Any, multiprocess_dir: str | None = None) -> None:
