@@ -138,3 +138,18 @@ def test_the_listener_comes_back_after_the_database_drops_it(pg_client, pg_servi
     assert pg_client.get(f"/api/v1/jobs/{job_id}").get_json()["name"] == "while deaf"
     wait_live(cache)
     assert pg_client.get(f"/api/v1/jobs/{job_id}").get_json()["name"] == "while deaf"
+
+
+def test_the_cache_keeps_at_most_max_entries_dropping_the_least_recently_read(monkeypatch: pytest.MonkeyPatch) -> None:
+    import web.job_cache as job_cache
+
+    monkeypatch.setattr(job_cache, "MAX_ENTRIES", 3)
+    cache = JobCache("postgresql+psycopg://nobody@127.0.0.1:1/none")
+    cache._ensure_listener = lambda: None  # type: ignore[method-assign]
+    cache._set_live(True)
+    for key in "abc":
+        cache.get(key, lambda i: i.upper())
+    assert cache.get("a", lambda i: "reloaded") == "A"  # read again: now the most recent
+    cache.get("d", lambda i: "D")  # a fourth: "b", the least recently read, goes
+    assert cache.get("b", lambda i: "b again") == "b again"
+    assert cache.get("a", lambda i: "reloaded") == "A" and len(cache._entries) == 3

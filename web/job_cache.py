@@ -38,8 +38,9 @@ from flask import Flask, request
 log = logging.getLogger(__name__)
 
 CHANNEL = "atelier_jobs"
-#: Jobs kept per process (the least recently read go first).
-MAX_ENTRIES = 20_000
+#: Jobs kept per process (the least recently read go first). An entry (the job, its files and its encoded
+#: JSON) is ~12 KB, so the cache holds at most ~50 MB; the jobs people poll are far fewer.
+MAX_ENTRIES = 4_000
 #: How long the listener waits for notifications before checking that its connection is alive.
 ALIVE_CHECK_S = 1.0
 #: Wait before reconnecting after the connection failed.
