@@ -153,3 +153,31 @@ def test_the_cache_keeps_at_most_max_entries_dropping_the_least_recently_read(mo
     cache.get("d", lambda i: "D")  # a fourth: "b", the least recently read, goes
     assert cache.get("b", lambda i: "b again") == "b again"
     assert cache.get("a", lambda i: "reloaded") == "A" and len(cache._entries) == 3
+
+
+def test_prefer_wait_answers_as_soon_as_the_job_ends(pg_client, pg_services: Services) -> None:  # type: ignore[no-untyped-def]
+    """A waiting request is woken by the job's change notification: it answers within milliseconds of the
+    end, where polling with its growing delay (0.2 s up to 1 s) answered up to a second late."""
+    import threading
+
+    cache: JobCache = pg_client.application.extensions["atelier"].job_cache
+    job_id = post(pg_client, params={"steps": 2}, files={"image": ("a.png", png_bytes())}).get_json()["id"]
+    pg_client.get(f"/api/v1/jobs/{job_id}")
+    wait_live(cache)
+    answered: dict[str, object] = {}
+
+    def waiting_client() -> None:
+        resp = pg_client.application.test_client().get(f"/api/v1/jobs/{job_id}", headers={"Prefer": "wait=20"})
+        answered["at"], answered["body"] = time.monotonic(), resp.get_json()
+
+    thread = threading.Thread(target=waiting_client)
+    thread.start()
+    time.sleep(2.7)  # polling would sleep until 3.6 s from here (0.2 + 0.3 + 0.45 + 0.68 + 1.0 + 1.0)
+    other = create_engine(pg_services.settings.resolved_database_url)
+    with other.begin() as conn:  # another process ends the job
+        conn.execute(text("UPDATE jobs SET status = 'canceled', finished_at = now() WHERE id = :id"), {"id": job_id})
+    ended = time.monotonic()
+    other.dispose()
+    thread.join(20)
+    assert answered["body"]["status"] == "canceled"  # type: ignore[index]
+    assert answered["at"] - ended < 0.4, answered["at"] - ended  # type: ignore[operator]

@@ -25,12 +25,13 @@ smaller than adapting a general cache library to this invalidation.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import threading
 import weakref
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from flask import Flask, request
@@ -57,6 +58,7 @@ class JobCache:
         self._entries: OrderedDict[str, Any] = OrderedDict()
         self._lock = threading.Lock()
         self._generation = 0
+        self._waiters: dict[str, set[threading.Event]] = {}  # job id -> requests waiting for its change
         self._live = False  # LISTEN is established: entries may be served
         self._thread_pid: int | None = None
         self._stop = threading.Event()
@@ -91,12 +93,39 @@ class JobCache:
         with self._lock:
             self._generation += 1
             self._entries.pop(job_id, None)
+            waiters = self._waiters.get(job_id, ())
+        for event in waiters:
+            event.set()
+
+    @contextlib.contextmanager
+    def watch(self, job_id: str) -> Iterator[threading.Event | None]:
+        """An event set whenever the job is notified as changed (and when notifications stop), for as long
+        as the block runs; None when changes cannot be heard (not listening): the caller polls instead.
+        Registered before the caller looks at the job, so a change in between is not missed."""
+        if not self.enabled or not self._live:
+            yield None
+            return
+        event = threading.Event()
+        with self._lock:
+            self._waiters.setdefault(job_id, set()).add(event)
+        try:
+            yield event
+        finally:
+            with self._lock:
+                waiting = self._waiters.get(job_id)
+                if waiting is not None:
+                    waiting.discard(event)
+                    if not waiting:
+                        del self._waiters[job_id]
 
     def _set_live(self, live: bool) -> None:
         with self._lock:
             self._generation += 1
             self._entries.clear()
             self._live = live
+            waiters = [e for events in self._waiters.values() for e in events]
+        for event in waiters:  # whatever changed meanwhile was not heard: the waiters look for themselves
+            event.set()
 
     @property
     def live(self) -> bool:

@@ -108,16 +108,24 @@ def job_status(job_id: str) -> str | None:
 
 
 def wait_for_end(job_id: str, seconds: float, gone: Callable[[], bool] = lambda: False) -> None:
-    """Return when the job has ended, ``seconds`` have passed or the client has gone away."""
+    """Return when the job has ended, ``seconds`` have passed or the client has gone away. With
+    PostgreSQL the job's change notification wakes the wait (:mod:`web.job_cache`), so the answer leaves
+    within milliseconds of the job's end; otherwise the status is polled with a growing delay."""
     deadline = time.monotonic() + seconds
     delay = WAIT_FIRST_S
-    while True:
-        status = job_status(job_id)
-        left = deadline - time.monotonic()
-        if status is None or status in TERMINAL_STATUSES or left <= 0 or gone():
-            return
-        time.sleep(min(delay, left))
-        delay = min(WAIT_MAX_S, delay * 1.5)
+    with deps.job_cache().watch(job_id) as changed:
+        while True:
+            if changed is not None:
+                changed.clear()
+            status = job_status(job_id)
+            left = deadline - time.monotonic()
+            if status is None or status in TERMINAL_STATUSES or left <= 0 or gone():
+                return
+            if changed is not None:  # woken by a change, or after WAIT_MAX_S to notice a client gone away
+                changed.wait(min(WAIT_MAX_S, left))
+            else:
+                time.sleep(min(delay, left))
+                delay = min(WAIT_MAX_S, delay * 1.5)
 
 
 def waited(job: Any, reload: Callable[[str], Any]) -> tuple[Any, str | None]:
