@@ -181,3 +181,33 @@ def test_prefer_wait_answers_as_soon_as_the_job_ends(pg_client, pg_services: Ser
     thread.join(20)
     assert answered["body"]["status"] == "canceled"  # type: ignore[index]
     assert answered["at"] - ended < 0.4, answered["at"] - ended  # type: ignore[operator]
+
+
+def test_an_event_stream_sends_a_change_within_milliseconds(pg_client) -> None:  # type: ignore[no-untyped-def]
+    """The stream is woken by the job's notification instead of waiting out its pause (1 s for a queued job)."""
+    import threading
+
+    cache: JobCache = pg_client.application.extensions["atelier"].job_cache
+    job_id = post(pg_client, params={"steps": 2}, files={"image": ("a.png", png_bytes())}).get_json()["id"]
+    pg_client.get(f"/api/v1/jobs/{job_id}")
+    wait_live(cache)
+    changed: list[float] = []
+
+    def cancel_later() -> None:
+        time.sleep(1.3)  # mid-pause: the stream looked at 0 s and 1 s, and would look again at 2 s
+        changed.append(time.monotonic())
+        assert pg_client.application.test_client().post(f"/api/v1/jobs/{job_id}/cancel").status_code == 202
+
+    resp = pg_client.get(f"/api/v1/jobs/{job_id}/stream", buffered=False)
+    threading.Thread(target=cancel_later, daemon=True).start()
+    seen_at = None
+    deadline = time.monotonic() + 10
+    for chunk in resp.response:
+        text = chunk.decode() if isinstance(chunk, bytes) else chunk
+        if '"cancel_requested":true' in text or '"status":"canceled"' in text:
+            seen_at = time.monotonic()
+            break
+        assert time.monotonic() < deadline
+    resp.close()
+    assert seen_at is not None and changed
+    assert seen_at - changed[0] < 0.4, seen_at - changed[0]

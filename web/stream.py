@@ -44,7 +44,8 @@ bp = Blueprint("stream", __name__, url_prefix="/api/v1")
 MAX_WAIT_S = 60
 #: Polling of a waiting request: 0.2 s growing to 1 s (a fast job answers quickly, a slow one costs little).
 WAIT_FIRST_S, WAIT_MAX_S = 0.2, 1.0
-#: Polling of a stream: twice a second while the job runs, once a second while it waits in the queue.
+#: Polling of a stream without change notifications (SQLite): twice a second while the job runs, once a
+#: second while it waits in the queue. With them (PostgreSQL) these only bound how long a quiet job goes unread.
 STREAM_RUNNING_S, STREAM_QUEUED_S = 0.5, 1.0
 KEEPALIVE_S = 15.0
 #: Metric points in one ``metrics`` event at most (a long training resumed from scratch sends several).
@@ -194,55 +195,63 @@ def events_for(job_id: str, base_url: str, cursor: tuple[int, int], max_seconds:
     started = last_sent = time.monotonic()
     sent: dict[str, Any] = {}
     seen_update: Any = None
-    while True:
-        row, logs, pts = _snapshot(job_id, log_after, metric_after, seen_update)
-        if row is None:
-            return
-        seen_update = row.updated_at if len(pts) < POINTS_PER_EVENT else None
-        chunks: list[str] = []
-        if logs:
-            log_after = logs[-1].id
-        if pts:
-            metric_after = pts[-1].id
-        eid = f"{log_after}.{metric_after}"
-        status = {"status": row.status, "attempt": row.attempt, "worker": row.worker_id, "error": row.error,
-                  "cancel_requested": row.cancel_requested}
-        if status != sent.get("status"):
-            sent["status"] = status
-            chunks.append(sse("status", status, eid))
-        progress = {"step": row.step, "total_steps": row.total_steps, "progress": round(row.progress, 6),
-                    "metrics": row.metrics or {}}
-        if progress != sent.get("progress"):
-            sent["progress"] = progress
-            chunks.append(sse("progress", progress, eid))
-        if row.preview_path and row.preview_step != sent.get("preview"):
-            sent["preview"] = row.preview_step
-            chunks.append(sse("preview", {"url": f"{base_url}/preview?step={row.preview_step}",
-                                          "step": row.preview_step}, eid))
-        if pts:
-            chunks.append(sse("metrics", {"points": [[p.name, p.step, p.value] for p in pts]}, eid))
-        if logs:
-            chunks.append(sse("log", {"events": [{"at": iso(e.created_at), "level": e.level, "message": e.message}
-                                                 for e in logs]}, eid))
-        terminal = row.status in TERMINAL_STATUSES
-        if terminal and len(pts) < POINTS_PER_EVENT and len(logs) < 500:
-            try:
-                final = finished()
-            except Exception:  # deleted or no longer visible meanwhile: the stream still ends cleanly
-                final = {"id": job_id, "status": row.status}
-            chunks.append(sse("completed", final, eid))
-        if chunks:
-            last_sent = time.monotonic()
-            yield "".join(chunks)
-            if terminal and chunks[-1].startswith("event: completed"):
+    # Woken by the job's change notification (PostgreSQL), so an event leaves within milliseconds of
+    # the write that made it; the pauses below only bound how long a quiet job is not looked at.
+    with deps.job_cache().watch(job_id) as changed:
+        while True:
+            row, logs, pts = _snapshot(job_id, log_after, metric_after, seen_update)
+            if row is None:
                 return
-        elif time.monotonic() - last_sent >= KEEPALIVE_S:
-            last_sent = time.monotonic()
-            yield ": keep-alive\n\n"
-        if time.monotonic() - started >= max_seconds or gone():
-            return
-        if not (terminal or pts or len(logs) == 500):
-            time.sleep(STREAM_RUNNING_S if row.status == "running" else STREAM_QUEUED_S)
+            seen_update = row.updated_at if len(pts) < POINTS_PER_EVENT else None
+            chunks: list[str] = []
+            if logs:
+                log_after = logs[-1].id
+            if pts:
+                metric_after = pts[-1].id
+            eid = f"{log_after}.{metric_after}"
+            status = {"status": row.status, "attempt": row.attempt, "worker": row.worker_id, "error": row.error,
+                      "cancel_requested": row.cancel_requested}
+            if status != sent.get("status"):
+                sent["status"] = status
+                chunks.append(sse("status", status, eid))
+            progress = {"step": row.step, "total_steps": row.total_steps, "progress": round(row.progress, 6),
+                        "metrics": row.metrics or {}}
+            if progress != sent.get("progress"):
+                sent["progress"] = progress
+                chunks.append(sse("progress", progress, eid))
+            if row.preview_path and row.preview_step != sent.get("preview"):
+                sent["preview"] = row.preview_step
+                chunks.append(sse("preview", {"url": f"{base_url}/preview?step={row.preview_step}",
+                                              "step": row.preview_step}, eid))
+            if pts:
+                chunks.append(sse("metrics", {"points": [[p.name, p.step, p.value] for p in pts]}, eid))
+            if logs:
+                chunks.append(sse("log", {"events": [{"at": iso(e.created_at), "level": e.level, "message": e.message}
+                                                     for e in logs]}, eid))
+            terminal = row.status in TERMINAL_STATUSES
+            if terminal and len(pts) < POINTS_PER_EVENT and len(logs) < 500:
+                try:
+                    final = finished()
+                except Exception:  # deleted or no longer visible meanwhile: the stream still ends cleanly
+                    final = {"id": job_id, "status": row.status}
+                chunks.append(sse("completed", final, eid))
+            if chunks:
+                last_sent = time.monotonic()
+                yield "".join(chunks)
+                if terminal and chunks[-1].startswith("event: completed"):
+                    return
+            elif time.monotonic() - last_sent >= KEEPALIVE_S:
+                last_sent = time.monotonic()
+                yield ": keep-alive\n\n"
+            if time.monotonic() - started >= max_seconds or gone():
+                return
+            if not (terminal or pts or len(logs) == 500):
+                pause = STREAM_RUNNING_S if row.status == "running" else STREAM_QUEUED_S
+                if changed is None:
+                    time.sleep(pause)
+                else:
+                    changed.wait(pause)
+                    changed.clear()  # before the next look, so a change after it wakes the one after
 
 
 @bp.get("/jobs/<job_id>/stream")
