@@ -93,7 +93,7 @@ class JobCache:
         with self._lock:
             self._generation += 1
             self._entries.pop(job_id, None)
-            waiters = self._waiters.get(job_id, ())
+            waiters = list(self._waiters.get(job_id, ()))
         for event in waiters:
             event.set()
 
@@ -102,6 +102,8 @@ class JobCache:
         """An event set whenever the job is notified as changed (and when notifications stop), for as long
         as the block runs; None when changes cannot be heard (not listening): the caller polls instead.
         Registered before the caller looks at the job, so a change in between is not missed."""
+        if self.enabled:
+            self._ensure_listener()
         if not self.enabled or not self._live:
             yield None
             return
