@@ -52,7 +52,8 @@ def queued(services: Services, n: int, sent_ago: float = 60, priority: str = "no
     ids = []
     for _ in range(n):
         job = repo.create_job(services.sessions, Job(kind="style_transfer", params={}, priority=priority), [])
-        repo.mark_dispatched(services.sessions, job.id, now=utcnow() - dt.timedelta(seconds=sent_ago))
+        assert repo.claim_dispatch(services.sessions, job.id, sent_before=None,
+                                   now=utcnow() - dt.timedelta(seconds=sent_ago))
         ids.append(job.id)
     return ids
 

@@ -156,8 +156,8 @@ def test_dispatch_is_claimed_by_one_sender_at_a_time(any_services: Services) -> 
 def test_oldest_sent_jobs_come_first(any_services: Services) -> None:
     sf = any_services.sessions
     a, b = add_job(any_services), add_job(any_services)
-    repo.mark_dispatched(sf, b.id, now=later(-20))
-    repo.mark_dispatched(sf, a.id, now=later(-10))
+    assert repo.claim_dispatch(sf, b.id, sent_before=None, now=later(-20))
+    assert repo.claim_dispatch(sf, a.id, sent_before=None, now=later(-10))
     assert repo.dispatched_queued(sf, sent_before=later(0), limit=5) == [b.id, a.id]
     assert repo.dispatched_queued(sf, sent_before=later(-15), limit=5) == [b.id]
 

@@ -36,7 +36,7 @@ def job_cache() -> JobCache:
 
 
 def enqueue(job_id: str, priority: str = "normal") -> bool:
-    """Send a just-submitted job's message (recorded in its row for the workers' bookkeeping)."""
+    """Send the message of a queued job that has none yet (a retried one), counted in its row first."""
     return dispatch_new_job(state().celery, services().sessions, job_id, priority)
 
 

@@ -33,7 +33,7 @@ from core.jobs import repository as repo
 from core.models import utcnow
 from core.services import Services
 from worker.celery_app import VISIBILITY_TIMEOUT_S, worker_queues
-from worker.enqueue import enqueue_job
+from worker.enqueue import send_counted
 
 log = logging.getLogger(__name__)
 
@@ -96,10 +96,7 @@ class Dispatcher:
         if not repo.claim_dispatch(sf, job_id, sent_before=sent_before, now=now):
             return False
         job = repo.get_job(sf, job_id)
-        ok = enqueue_job(self.app, job_id, job.priority if job is not None else "normal")
-        if not ok:
-            repo.forget_dispatch(sf, job_id)  # the broker is down: "never sent" again, retried next sweep
-        return ok
+        return send_counted(self.app, sf, job_id, job.priority if job is not None else "normal")
 
     def sweep(self, recovered: list[str], now: dt.datetime | None = None) -> SweepReport:
         sf = self.services.sessions

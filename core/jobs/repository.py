@@ -226,10 +226,8 @@ def claim(sf: SessionFactory, job_id: str, worker_id: str, lease_seconds: float,
                            message=f"attempt {attempt - 1} of {max_attempts} ended: its worker stopped responding; "
                                    f"{worker_id} took the job over"))
         if started_event is not None:
-            s.execute(update(Worker).where(Worker.id == worker_id)
-                      .values(last_seen_at=now, state="busy", current_job_id=job_id)
-                      .execution_options(synchronize_session=False))
-            s.add(JobEvent(job_id=job_id, message=started_event))
+            s.execute(_touch(worker_id, now, state="busy", current_job_id=job_id))
+            s.add(_event(job_id, started_event))
         return True
 
 
@@ -309,7 +307,7 @@ def finish(sf: SessionFactory, job_id: str, worker_id: str, status: str, *, erro
         res = s.execute(update(Job).where(Job.id == job_id, Job.status == "running", Job.worker_id == worker_id)
                         .values(**values).execution_options(synchronize_session=False))
         for level, message in events:
-            s.add(JobEvent(job_id=job_id, message=message[:4000], level=level))
+            s.add(_event(job_id, message, level))
         return res.rowcount == 1
 
 
@@ -388,15 +386,6 @@ def recover_expired(sf: SessionFactory, *, now: dt.datetime | None = None) -> tu
 
 
 # -- dispatch bookkeeping (see worker.dispatch) ----------------------------------------------------
-def mark_dispatched(sf: SessionFactory, job_id: str, *, now: dt.datetime | None = None) -> None:
-    """Record that a message for the job was just sent."""
-    now = now or utcnow()
-    with sf.begin() as s:
-        s.execute(update(Job).where(Job.id == job_id)
-                  .values(dispatched_at=now, dispatch_count=Job.dispatch_count + 1)
-                  .execution_options(synchronize_session=False))
-
-
 def claim_dispatch(sf: SessionFactory, job_id: str, *, sent_before: dt.datetime | None,
                    now: dt.datetime | None = None) -> bool:
     """Take the right to (re-)send a queued job's message: one guarded UPDATE, so of several monitors
@@ -475,7 +464,12 @@ def metric_series(sf: SessionFactory, job_id: str, max_points: int = 2000) -> di
 
 def add_event(sf: SessionFactory, job_id: str, message: str, level: str = "info") -> None:
     with sf.begin() as s:
-        s.add(JobEvent(job_id=job_id, message=message[:4000], level=level))
+        s.add(_event(job_id, message, level))
+
+
+def _event(job_id: str, message: str, level: str = "info") -> JobEvent:
+    """An event row for a job, its message cut to what a page shows (4,000 characters)."""
+    return JobEvent(job_id=job_id, message=message[:4000], level=level)
 
 
 def events(sf: SessionFactory, job_id: str, limit: int = 200) -> list[JobEvent]:
@@ -492,8 +486,13 @@ def register_worker(sf: SessionFactory, worker: Worker) -> None:
 
 def touch_worker(sf: SessionFactory, worker_id: str, **values: Any) -> None:
     with sf.begin() as s:
-        s.execute(update(Worker).where(Worker.id == worker_id).values(last_seen_at=utcnow(), **values)
-                  .execution_options(synchronize_session=False))
+        s.execute(_touch(worker_id, utcnow(), **values))
+
+
+def _touch(worker_id: str, now: dt.datetime, **values: Any) -> Any:
+    """The UPDATE that marks a worker seen at ``now`` (and sets ``values``)."""
+    return (update(Worker).where(Worker.id == worker_id).values(last_seen_at=now, **values)
+            .execution_options(synchronize_session=False))
 
 
 def list_workers(sf: SessionFactory) -> list[Worker]:
