@@ -251,8 +251,8 @@ def _remaining(sessions: "sessionmaker[Session]", job: Any, now: dt.datetime, ca
 
 def _count_ahead(high: bool, since: bool) -> Any:
     """The count of queued jobs served before a job, high priority first, then in order of submission
-    (bound parameters ``job_id``, ``created`` and, with
-    ``since``, only those submitted after ``since``): built once, so a poll neither builds nor compiles it."""
+    (bound parameters ``job_id`` and ``created``; with ``since``, only those submitted after ``since``).
+    Built once, so a poll neither builds nor compiles it."""
     job_id, created = bindparam("job_id"), bindparam("created", type_=Job.created_at.type)
     before = or_(Job.created_at < created, (Job.created_at == created) & (Job.id < job_id))
     ahead = (Job.priority == "high") & before if high else or_(Job.priority == "high", before)
@@ -299,8 +299,8 @@ def queue_info(sessions: "sessionmaker[Session]", job: Job, now: dt.datetime | N
             snap.counted[job.id] = ahead
     if snap.live == 0:
         return ahead + 1, None
-    work_ahead = snap.work_before[min(index, len(snap.work_before) - 1)] if index is not None else snap.work_before[-1]
-    n_ahead = index if index is not None else len(snap.order)
+    n_ahead = index if index is not None else len(snap.order)  # one behind the snapshot: after all of it
+    work_ahead = snap.work_before[min(n_ahead, len(snap.work_before) - 1)]
     # A free worker starts the job at once; otherwise the work ahead is shared among the workers.
     wait = 0.0 if snap.running + n_ahead < snap.live else (snap.running_work + work_ahead) / snap.live
     return ahead + 1, now + dt.timedelta(seconds=wait)
@@ -311,7 +311,6 @@ class _QueueSnapshot:
     key: tuple[Any, ...]
     checked: float  # time.monotonic() when its key was last compared with the tables
     valid_for: float  # seconds after ``checked`` it is used without looking (see SNAPSHOT_MAX_SHARE)
-    live: int  # workers online or busy
     running: int
     running_work: float  # seconds the running jobs still need
     order: dict[str, int]  # queued job id -> its index in service order
@@ -319,6 +318,11 @@ class _QueueSnapshot:
     newest: dt.datetime | None  # the latest submission time among them
     work_before: list[float]  # work_before[i]: seconds of the first i queued jobs (up to QUEUE_SNAPSHOT_ROWS)
     counted: dict[str, int] = field(default_factory=dict)  # jobs it does not hold: how many were ahead
+
+    @property
+    def live(self) -> int:
+        """Workers online or busy (counted in the key: see :func:`_queue_key`)."""
+        return int(self.key[2] or 0)
 
 
 _snapshots: "weakref.WeakKeyDictionary[Any, _QueueSnapshot]" = weakref.WeakKeyDictionary()
@@ -392,9 +396,9 @@ def _refresh_snapshot(sessions: "sessionmaker[Session]", now: dt.datetime, cache
             work_before = [0.0]
             for j in queued:
                 work_before.append(work_before[-1] + _remaining(sessions, j, now, cache))
-            snap = _QueueSnapshot(key, checked, _valid_for(time.perf_counter() - started), int(key[2] or 0),
-                                  len(running), sum(_remaining(sessions, j, now, cache) for j in running), order,
-                                  high, newest, work_before)
+            snap = _QueueSnapshot(key, checked, _valid_for(time.perf_counter() - started), len(running),
+                                  sum(_remaining(sessions, j, now, cache) for j in running), order, high, newest,
+                                  work_before)
     with _snapshots_lock:
         _snapshots[sessions] = snap
     return snap

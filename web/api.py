@@ -301,10 +301,9 @@ def get_job(job_id: str):  # type: ignore[no-untyped-def]
     job to end, then gives the job as it is (``Preference-Applied: wait=N``)."""
     cached, fixed = deps.job_cache().get(job_id, _load_with_view)  # unchanged since read: no query
     job, applied = waited(_visible(job_id, cached), _job_or_404)
-    if job is cached:
-        resp = Response(job_json_bytes(fixed, job), mimetype="application/json")
-    else:
-        resp = jsonify(job_json(job))
+    if job is not cached:  # read again after a wait
+        fixed = fixed_json_prefix(job)
+    resp = Response(job_json_bytes(fixed, job), mimetype="application/json")
     if applied:
         resp.headers["Preference-Applied"] = applied
     return resp

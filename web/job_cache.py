@@ -62,7 +62,6 @@ class JobCache:
         self._live = False  # LISTEN is established: entries may be served
         self._thread_pid: int | None = None
         self._stop = threading.Event()
-        self.hits = self.misses = 0
 
     # -- reading -----------------------------------------------------------------------------------
     def get(self, job_id: str, load: Callable[[str], Any]) -> Any:
@@ -74,12 +73,10 @@ class JobCache:
                 job = self._entries.get(job_id)
                 if job is not None:
                     self._entries.move_to_end(job_id)
-                    self.hits += 1
                     return job
                 generation = self._generation
         else:
             generation = None
-        self.misses += 1
         job = load(job_id)
         if job is not None and generation is not None:
             with self._lock:
