@@ -9,11 +9,13 @@ skips, so CI cannot pass without having looked.
 
 from __future__ import annotations
 
+import contextlib
 import re
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 import requests
@@ -117,6 +119,23 @@ def watch_job_page(page, timeout_s: float) -> Watch:  # type: ignore[no-untyped-
     return seen
 
 
+@contextlib.contextmanager
+def watched_page(browser, *, console_errors: bool = False,  # type: ignore[no-untyped-def]
+                 **context_options: Any) -> Iterator[tuple[Any, list[str]]]:
+    """A page in a fresh browser context (closed afterwards) and the list its script errors go into (and
+    its console errors, with ``console_errors``): each test asserts the list is empty where it should be."""
+    context = browser.new_context(**context_options)
+    page = context.new_page()
+    problems: list[str] = []
+    if console_errors:
+        page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
+    page.on("pageerror", lambda e: problems.append(str(e)))
+    try:
+        yield page, problems
+    finally:
+        context.close()
+
+
 def submit_style_transfer(page, base_url: str) -> str:  # type: ignore[no-untyped-def]
     """Fill the home form like a person: upload the photo, click a painting, set size and steps."""
     page.goto(base_url + "/")
@@ -131,12 +150,8 @@ def submit_style_transfer(page, base_url: str) -> str:  # type: ignore[no-untype
 
 
 def check_form_to_result(browser, base_url: str) -> None:  # type: ignore[no-untyped-def]
-    context = browser.new_context(viewport={"width": 1200, "height": 900}, accept_downloads=False)
-    page = context.new_page()
-    problems: list[str] = []
-    page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
-    page.on("pageerror", lambda e: problems.append(str(e)))
-    try:
+    with watched_page(browser, viewport={"width": 1200, "height": 900}, accept_downloads=False,
+                      console_errors=True) as (page, problems):
         job_url = submit_style_transfer(page, base_url)
         seen = watch_job_page(page, timeout_s=300)
         assert seen.status == "succeeded", f"job ended {seen.status!r}; page showed {seen.texts}"
@@ -153,7 +168,7 @@ def check_form_to_result(browser, base_url: str) -> None:  # type: ignore[no-unt
         download = page.locator("#job-outputs a.download").first
         href = download.get_attribute("href")
         assert href and href.endswith("?download=1")
-        got = context.request.get(base_url + href if href.startswith("/") else href)
+        got = page.context.request.get(base_url + href if href.startswith("/") else href)
         assert got.status == 200 and got.headers["content-type"] == "image/png"
         assert got.headers.get("content-disposition", "").startswith("attachment")
 
@@ -168,8 +183,6 @@ def check_form_to_result(browser, base_url: str) -> None:  # type: ignore[no-unt
         assert "succeeded" in (row.text_content() or "")
         assert row.locator("img.thumb").count() == 1
         assert not problems, f"browser console errors: {problems}"
-    finally:
-        context.close()
 
 
 def test_a_person_runs_a_style_transfer_from_the_form(browser,  # type: ignore[no-untyped-def]
@@ -181,12 +194,7 @@ def test_one_click_demo_training_plots_losses_shows_samples_and_cancels(browser,
                                                           atelier_up: str) -> None:
     """The datasets page's demo button registers the demo dataset and lands on a running CycleGAN job;
     the job page's cancel button (JavaScript, through the API) stops it."""
-    context = browser.new_context(viewport={"width": 1200, "height": 900})
-    page = context.new_page()
-    problems: list[str] = []
-    page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
-    page.on("pageerror", lambda e: problems.append(str(e)))
-    try:
+    with watched_page(browser, viewport={"width": 1200, "height": 900}, console_errors=True) as (page, problems):
         page.goto(atelier_up + "/datasets")
         page.click("#demo-train")
         page.wait_for_url(re.compile(r".*/jobs/[0-9a-f-]{36}$"), timeout=60_000)
@@ -219,8 +227,6 @@ def test_one_click_demo_training_plots_losses_shows_samples_and_cancels(browser,
         assert page.locator("table.resources-table tbody tr").count() >= 1
         assert "demo" in (page.text_content("table.resources-table") or "")
         assert not problems, f"browser console errors: {problems}"
-    finally:
-        context.close()
 
 
 def test_a_stored_input_carrying_html_runs_no_script(browser, atelier_up: str) -> None:  # type: ignore[no-untyped-def]
@@ -362,11 +368,7 @@ def test_phone_width_has_no_sideways_scroll_and_the_comparison_slider_works(
              "workers": "/workers", "not-found": "/docs", "api": "/api/docs"}
     desktop = {"width": 1200, "height": 900}
     for scheme, label, viewport in (("light", "desktop", desktop), ("light", "phone", PHONE), ("dark", "phone", PHONE)):
-        context = browser.new_context(viewport=viewport, color_scheme=scheme)
-        page = context.new_page()
-        problems: list[str] = []
-        page.on("pageerror", lambda e, problems=problems: problems.append(str(e)))
-        try:
+        with watched_page(browser, viewport=viewport, color_scheme=scheme) as (page, problems):
             for name, path in pages.items():
                 page.goto(atelier_up + path)
                 page.wait_for_timeout(250)  # the job page's first fetches (plots, log) render
@@ -378,8 +380,6 @@ def test_phone_width_has_no_sideways_scroll_and_the_comparison_slider_works(
                     assert nav_rows == 1, f"{path}: the navigation takes {nav_rows} rows"
                 page.screenshot(path=str(shots / f"{name}-{label}-{scheme}.jpg"), full_page=True, quality=80)
             assert not problems, problems
-        finally:
-            context.close()
     assert len(list(shots.glob("*.jpg"))) >= 3 * len(pages)
 
     context = browser.new_context(viewport=PHONE)
@@ -410,11 +410,7 @@ def test_run_again_and_edit_and_run_again_reuse_the_stored_inputs(browser, ateli
     first = submit_api_style(atelier_up, steps=3)
     assert wait_status(atelier_up, first, TERMINAL) == "succeeded"
     original = requests.get(f"{atelier_up}/api/v1/jobs/{first}", timeout=10).json()
-    context = browser.new_context(viewport={"width": 1200, "height": 900})
-    page = context.new_page()
-    problems: list[str] = []
-    page.on("pageerror", lambda e: problems.append(str(e)))
-    try:
+    with watched_page(browser, viewport={"width": 1200, "height": 900}) as (page, problems):
         page.goto(f"{atelier_up}/jobs/{first}")
         page.click("#job-rerun button")
         page.wait_for_url(re.compile(r".*/jobs/[0-9a-f-]{36}$"), timeout=30_000)
@@ -440,16 +436,10 @@ def test_run_again_and_edit_and_run_again_reuse_the_stored_inputs(browser, ateli
         assert sorted((i["role"], i["size"]) for i in edited["inputs"]) == \
             sorted((i["role"], i["size"]) for i in original["inputs"])
         assert not problems, problems
-    finally:
-        context.close()
 
 
 def test_every_error_at_once_under_labels_with_the_photo_kept(browser, atelier_up: str) -> None:  # type: ignore[no-untyped-def]
-    context = browser.new_context(viewport={"width": 1200, "height": 900})
-    page = context.new_page()
-    problems: list[str] = []
-    page.on("pageerror", lambda e: problems.append(str(e)))
-    try:
+    with watched_page(browser, viewport={"width": 1200, "height": 900}) as (page, problems):
         page.goto(atelier_up + "/")
         assert page.is_checked(f"input[name=example_style][value='{EXAMPLE}']"), "starts on a painting"
         page.wait_for_selector("#job-estimate:not([hidden])", timeout=10_000)
@@ -483,8 +473,6 @@ def test_every_error_at_once_under_labels_with_the_photo_kept(browser, atelier_u
         content = next(i for i in job["inputs"] if i["role"] == "content")
         assert content["size"] == CHELSEA.stat().st_size
         assert not problems, problems
-    finally:
-        context.close()
 
 
 @pytest.fixture(scope="module")
@@ -505,11 +493,7 @@ def test_log_in_watch_a_job_finish_from_the_stream_and_retry_a_canceled_one(  # 
     """With auth on: the pages ask for a token, the job page follows the job over its event stream (not
     by polling) to the end, and a canceled job's Retry button appears when it stops and queues it again."""
     base, token = atelier_up_with_auth
-    context = browser.new_context(viewport={"width": 1200, "height": 900})
-    page = context.new_page()
-    problems: list[str] = []
-    page.on("pageerror", lambda e: problems.append(str(e)))
-    try:
+    with watched_page(browser, viewport={"width": 1200, "height": 900}) as (page, problems):
         page.goto(base + "/")
         page.wait_for_url(re.compile(r".*/login(\?.*)?$"))
         page.fill("#token", token)
@@ -547,5 +531,3 @@ def test_log_in_watch_a_job_finish_from_the_stream_and_retry_a_canceled_one(  # 
         page.wait_for_function("() => document.getElementById('job').getAttribute('data-status') === 'canceled'",
                                timeout=60_000)
         assert not problems, problems
-    finally:
-        context.close()
